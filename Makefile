@@ -1,0 +1,30 @@
+# `make test` and `make demo` bootstrap .venv themselves (only when a pyproject changed).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.schemahub-installed
+PACKAGES := $(sort $(dir $(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml)))
+
+.PHONY: test demo lint bootstrap clean
+
+bootstrap: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "bootstrapping $(VENV) (core, venue plugins, example plugin, dev extras)..."
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' $(foreach p,$(PACKAGES),-e $(p))
+	@touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	@bash scripts/demo.sh
+
+clean:
+	rm -rf .schemahub .schemahub-demo

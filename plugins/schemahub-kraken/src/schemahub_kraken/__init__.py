@@ -1,0 +1,20 @@
+"""SchemaHub plugin: Kraken Spot connector (Trades, Ticker)."""
+
+from pathlib import Path
+
+from schemahub_core import hookimpl
+
+from .connector import KrakenConnector
+
+MAPPINGS = Path(__file__).parent / "mappings"
+
+
+@hookimpl
+def register_connectors(register):
+    register(KrakenConnector)
+
+
+@hookimpl
+def register_mappings(register):
+    for path in sorted(MAPPINGS.glob("*.yaml")):
+        register(path)

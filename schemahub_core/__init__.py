@@ -1,0 +1,22 @@
+"""SchemaHub core: plugin hooks, connector contract, mappings and Iceberg engines.
+
+Plugin authors import everything they need from here::
+
+    from schemahub_core import hookimpl, Connector, Stream, Column, CursorKind, Page
+"""
+
+from .connector import Column, Connector, ConnectorError, Cursor, CursorKind, Page, Stream
+from .hookspecs import hookimpl
+from .targets import Target
+
+__all__ = [
+    "Column",
+    "Connector",
+    "ConnectorError",
+    "Cursor",
+    "CursorKind",
+    "Page",
+    "Stream",
+    "Target",
+    "hookimpl",
+]

@@ -1,0 +1,89 @@
+"""Settings from ``config/schemahub.yaml`` and the environment, with sane defaults.
+
+Precedence: environment (``SCHEMAHUB_HOME``, ``SCHEMAHUB_CONFIG``,
+``SCHEMAHUB_<CONNECTOR>_<OPTION>``) over the config file over defaults. With no
+configuration at all, everything lives under ``./.schemahub/``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG = Path("config") / "schemahub.yaml"
+DEFAULT_HOME = Path(".schemahub")
+
+
+class ConfigError(ValueError):
+    """Bad configuration; raised before anything is written."""
+
+
+@dataclass
+class Settings:
+    home: Path
+    catalog: dict[str, Any]
+    namespace: str = "schemahub"
+    connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mappings_dir: Path = Path("config") / "mappings"
+    raw_payload: bool = True
+    sink: str = "iceberg"
+    config_path: Path | None = None
+
+    def connector_options(self, name: str) -> dict[str, Any]:
+        """Options for one connector: config section, then ``SCHEMAHUB_<NAME>_*`` env vars."""
+        options = dict(self.connectors.get(name) or {})
+        prefix = f"SCHEMAHUB_{name.upper()}_"
+        for key, value in os.environ.items():
+            if key.startswith(prefix) and len(key) > len(prefix):
+                options[key[len(prefix):].lower()] = value
+        return options
+
+
+def default_catalog(home: Path) -> dict[str, Any]:
+    home = home.resolve()
+    return {
+        "name": "schemahub",
+        "type": "sql",
+        "uri": f"sqlite:///{home / 'catalog.db'}",
+        "warehouse": (home / "warehouse").as_uri(),
+    }
+
+
+def load_settings(config_path: str | Path | None = None) -> Settings:
+    explicit = config_path or os.environ.get("SCHEMAHUB_CONFIG")
+    path = Path(explicit) if explicit else DEFAULT_CONFIG
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    elif explicit:
+        raise ConfigError(f"{path}: config file not found (from --config or SCHEMAHUB_CONFIG)")
+    known = {"home", "catalog", "namespace", "connectors", "mappings_dir", "raw_payload", "sink"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    home = Path(os.environ.get("SCHEMAHUB_HOME") or data.get("home") or DEFAULT_HOME)
+    catalog = data.get("catalog") or default_catalog(home)
+    if not isinstance(catalog, dict):
+        raise ConfigError(f"{path}: 'catalog' must be a mapping of pyiceberg catalog properties")
+    connectors = data.get("connectors") or {}
+    if not isinstance(connectors, dict):
+        raise ConfigError(f"{path}: 'connectors' must map connector names to their options")
+    return Settings(
+        home=home,
+        catalog=dict(catalog),
+        namespace=str(data.get("namespace", "schemahub")),
+        connectors=connectors,
+        mappings_dir=Path(data.get("mappings_dir", Path("config") / "mappings")),
+        raw_payload=bool(data.get("raw_payload", True)),
+        sink=str(data.get("sink", "iceberg")),
+        config_path=path if path.is_file() else None,
+    )

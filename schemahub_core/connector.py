@@ -1,0 +1,121 @@
+"""The connector contract: what a venue plugin implements.
+
+A connector reads; it never writes tables. It declares its streams (native raw
+schema, record key, cursor kind) and yields pages of native records, each with
+the cursor that resumes *after* that page. The engine commits a page's rows and
+its cursor in one Iceberg snapshot, which is what makes ingestion exactly-once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+
+class CursorKind(enum.StrEnum):
+    """How a stream's position is expressed.
+
+    ``id``: a monotonic record id (Binance ``a``, Coinbase ``trade_id``).
+    ``time_ns``: an opaque nanosecond time token (Kraken ``last``).
+    ``time``: an event time; overlapping windows plus key dedup handle late data.
+    """
+
+    ID = "id"
+    TIME_NS = "time_ns"
+    TIME = "time"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One raw column: its native name, its Arrow type, and the cast from JSON.
+
+    ``cast`` names a registered transform (e.g. ``to_double``, ``from_ms``)
+    applied to the JSON values; ``None`` keeps the value as it comes.
+    """
+
+    name: str
+    type: pa.DataType
+    cast: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A stream of native records of one kind (``trades``, ``quotes``...)."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    cursor_kind: CursorKind
+    event_time: str  # raw column used for day partitioning and time ranges
+
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.type) for c in self.columns])
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+Cursor = str | int | None
+
+
+@dataclass(frozen=True)
+class Page:
+    """Native records (dicts keyed by the stream's column names) and the cursor after them.
+
+    ``payloads`` are the original JSON texts per record when the connector keeps
+    them (for ``_raw_payload`` and quarantine); ``None`` means "serialize the record".
+    """
+
+    records: list[dict[str, Any]]
+    cursor: Cursor
+    payloads: list[str] | None = None
+
+
+class ConnectorError(RuntimeError):
+    """A venue answered with an error that retrying will not fix (bad symbol, bad request)."""
+
+
+class Connector:
+    """Base class for venue connectors.
+
+    Subclasses set ``name`` and ``streams`` and implement ``fetch``. ``options``
+    come from ``config/schemahub.yaml`` (``connectors.<name>``) and environment
+    variables such as ``SCHEMAHUB_<NAME>_BASE_URL``.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    streams: ClassVar[Mapping[str, Stream]]
+    default_symbols: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options: dict[str, Any] = dict(options or {})
+
+    def native_symbol(self, symbol: str) -> str:
+        """The venue's spelling of a canonical ``BASE-QUOTE`` symbol."""
+        return symbol
+
+    def fetch(
+        self,
+        stream: str,
+        symbol: str,
+        cursor: Cursor,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[Page]:
+        """Yield pages of ``stream`` for canonical ``symbol`` after ``cursor``.
+
+        ``cursor`` is ``None`` on a first run; then start at ``since`` (or the
+        venue's recent history). Stop at ``until`` when given (exclusive), else
+        at the newest data. Records at or before ``cursor`` must not be yielded.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.fetch is not implemented")

@@ -1,0 +1,173 @@
+"""Table definitions: raw, unified and meta tables, their Iceberg schemas and partitions.
+
+Arrow schemas are the source of truth (connectors and targets declare them);
+this module turns them into Iceberg schemas with ``day(<time>)`` partitioning
+and the table properties the exactly-once engine relies on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import DayTransform
+from pyiceberg.types import (
+    BinaryType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    IcebergType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestampType,
+    TimestamptzType,
+)
+
+from .connector import Stream
+from .registry import Registry
+from .targets import TS, Target
+
+# pyiceberg silently rebases and retries a conflicting append (4 times by
+# default), which would land a page twice when two writers race. The engine
+# retries itself, after re-reading the committed cursor.
+ENGINE_TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+
+WATERMARKS = "schemahub_watermarks"
+QUARANTINE = "schemahub_quarantine"
+
+WATERMARKS_SCHEMA = pa.schema([
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("stream", pa.string(), nullable=False),
+    pa.field("symbol", pa.string(), nullable=False),
+    pa.field("last_trade_id", pa.string()),
+    pa.field("last_ts", TS),
+    pa.field("cursor", pa.string()),
+    pa.field("snapshot_id", pa.int64()),
+    pa.field("updated_at", TS),
+])
+
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("stream", pa.string(), nullable=False),
+    pa.field("symbol", pa.string()),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("payload", pa.string()),
+    pa.field("ts", TS, nullable=False),
+])
+
+
+@dataclass(frozen=True)
+class TableDef:
+    name: str
+    schema: pa.Schema
+    partition_column: str | None  # day(<column>) or unpartitioned
+
+
+def raw_table_name(connector: str, stream: str) -> str:
+    return f"raw_{connector}_{stream}"
+
+
+def raw_schema(stream: Stream) -> pa.Schema:
+    """The stream's native columns plus the engine's bookkeeping columns."""
+    return stream.schema().append(pa.field("_source", pa.string())).append(
+        pa.field("_source_ingest_ts", TS)).append(pa.field("_raw_payload", pa.string()))
+
+
+def table_defs(registry: Registry) -> list[TableDef]:
+    """Every table ``schemahub init`` creates for what is installed."""
+    defs = [
+        TableDef(raw_table_name(name, s.name), raw_schema(s), s.event_time)
+        for name, cls in sorted(registry.connectors.items())
+        for s in cls.streams.values()
+    ]
+    defs += [TableDef(t.name, t.schema, t.time_column) for t in registry.targets.values()]
+    defs += [TableDef(WATERMARKS, WATERMARKS_SCHEMA, None), TableDef(QUARANTINE, QUARANTINE_SCHEMA, None)]
+    return defs
+
+
+def target_def(target: Target) -> TableDef:
+    return TableDef(target.name, target.schema, target.time_column)
+
+
+_PRIMITIVES: list[tuple[object, IcebergType]] = [
+    (pa.types.is_string, StringType()),
+    (pa.types.is_large_string, StringType()),
+    (pa.types.is_float64, DoubleType()),
+    (pa.types.is_int64, LongType()),
+    (pa.types.is_int32, IntegerType()),
+    (pa.types.is_boolean, BooleanType()),
+    (pa.types.is_date32, DateType()),
+    (pa.types.is_binary, BinaryType()),
+]
+
+
+def _iceberg_type(t: pa.DataType) -> IcebergType:
+    if pa.types.is_timestamp(t):
+        if t.unit != "us":
+            raise TypeError(f"timestamps must be microseconds, got {t}")
+        return TimestamptzType() if t.tz else TimestampType()
+    for test, iceberg in _PRIMITIVES:
+        if test(t):  # type: ignore[operator]
+            return iceberg
+    raise TypeError(f"unsupported column type {t}")
+
+
+def iceberg_schema(schema: pa.Schema) -> Schema:
+    return Schema(*[
+        NestedField(i, f.name, _iceberg_type(f.type), required=not f.nullable)
+        for i, f in enumerate(schema, start=1)
+    ])
+
+
+def partition_spec(schema: Schema, column: str | None) -> PartitionSpec:
+    if column is None:
+        return PartitionSpec()
+    source = schema.find_field(column)
+    return PartitionSpec(PartitionField(source.field_id, 1000, DayTransform(), f"{column}_day"))
+
+
+def ensure_table(catalog: Catalog, namespace: str, table: TableDef) -> tuple[Table, bool]:
+    """Create the table if missing; if present, check it still has the declared columns."""
+    identifier = (namespace, table.name)
+    try:
+        existing = catalog.load_table(identifier)
+    except NoSuchTableError:
+        schema = iceberg_schema(table.schema)
+        try:
+            created = catalog.create_table(
+                identifier,
+                schema=schema,
+                partition_spec=partition_spec(schema, table.partition_column),
+                properties=ENGINE_TABLE_PROPERTIES,
+            )
+            return created, True
+        except TableAlreadyExistsError:  # another process won the race
+            existing = catalog.load_table(identifier)
+    have = [f.name for f in existing.schema().fields]
+    want = list(table.schema.names)
+    if have[: len(want)] != want:
+        raise RuntimeError(
+            f"table {namespace}.{table.name} exists with columns {have}, expected {want}; "
+            "drop it or point SCHEMAHUB_HOME at a fresh warehouse"
+        )
+    return existing, False
+
+
+def ensure_namespace(catalog: Catalog, namespace: str) -> bool:
+    try:
+        catalog.create_namespace(namespace)
+        return True
+    except NamespaceAlreadyExistsError:
+        return False
+
+
+def init_tables(catalog: Catalog, namespace: str, registry: Registry) -> list[tuple[str, bool]]:
+    ensure_namespace(catalog, namespace)
+    return [(d.name, ensure_table(catalog, namespace, d)[1]) for d in table_defs(registry)]
