@@ -1,0 +1,33 @@
+"""Shared fixtures: every test gets its own SchemaHub home (catalog + warehouse)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAHUB = [sys.executable, "-m", "schemahub_core.cli"]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty SchemaHub home; the cwd is a temp dir so no repo config leaks in."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("SCHEMAHUB_HOME", str(h))
+    monkeypatch.delenv("SCHEMAHUB_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return h
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``schemahub`` in a child process, so plugin discovery starts from scratch."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([*SCHEMAHUB, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"schemahub {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

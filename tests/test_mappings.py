@@ -1,0 +1,116 @@
+"""Mappings are validated before any write; each error names file, line and key."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+
+from schemahub_core.mapping import MappingError, check_mapping, collect_mappings, load_mapping, parse_mapping
+from schemahub_core.raw import cast_records
+from schemahub_core.registry import get_registry
+
+BINANCE = ROOT / "plugins/schemahub-binance/src/schemahub_binance/mappings/trades_unified.yaml"
+
+
+def _broken(tmp_path: Path, old: str, new: str) -> Path:
+    text = BINANCE.read_text()
+    assert old in text
+    path = tmp_path / "broken.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def _line_of(path: Path, needle: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "key", "message"),
+    [
+        ("side: taker_side_from_maker_flag", "side: taker_side_from_maker_flg", "side: taker_side_from_maker_flg",
+         "transforms.side", "unknown transform 'taker_side_from_maker_flg'"),
+        ("  q: quantity", "  qty: quantity", "qty: quantity", "mappings.qty", "no raw column 'qty'"),
+        ("  p: price", "  p: prise", "p: prise", "mappings.p", "no column 'prise' in trades_unified"),
+        ("exchange: BINANCE", "exchange: [BINANCE]", "exchange: [BINANCE]", "constants.exchange", "is not of type"),
+        ("source: binance.trades", "source: binance.candles", "source: binance.candles", "source",
+         "has no stream 'candles'"),
+        ("target_table: trades_unified", "target_table: trades_unifed", "target_table: trades_unifed",
+         "target_table", "unknown target table"),
+    ],
+)
+def test_broken_mapping_names_file_line_and_key(tmp_path, old, new, needle, key, message) -> None:
+    path = _broken(tmp_path, old, new)
+    with pytest.raises(MappingError) as info:
+        check_mapping(load_mapping(path), get_registry())
+    err = info.value
+    assert (err.path, err.line, err.key) == (str(path), _line_of(path, needle), key)
+    assert message in str(err)
+    assert str(err).startswith(f"{path}:{err.line}: {key}: ")
+
+
+def test_unknown_top_level_key_and_missing_columns(tmp_path: Path) -> None:
+    path = _broken(tmp_path, "constants:", "extras: 1\nconstants:")
+    with pytest.raises(MappingError) as info:
+        load_mapping(path)
+    assert info.value.key == "extras" and info.value.line == _line_of(path, "extras: 1")
+
+    path = _broken(tmp_path, "  base_asset: {name: base_asset, from: symbol}\n", "")
+    with pytest.raises(MappingError, match="does not produce trades_unified column.*base_asset"):
+        check_mapping(load_mapping(path), get_registry())
+
+
+def test_invalid_yaml_reports_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("source: binance.trades\nmappings:\n  a: [trade_id\n")
+    with pytest.raises(MappingError) as info:
+        load_mapping(path)
+    assert info.value.path == str(path) and info.value.line is not None and "invalid YAML" in str(info.value)
+
+
+def test_validate_command_checks_config_and_plugin_mappings(tmp_path: Path) -> None:
+    ok = run_cli("mappings", "validate", "--json", cwd=tmp_path)
+    assert '"source": "kraken.trades"' in ok.stdout and '"ok": false' not in ok.stdout
+
+    mdir = tmp_path / "config" / "mappings"
+    mdir.mkdir(parents=True)
+    bad = _broken(mdir, "side: taker_side_from_maker_flag", "side: nope")
+    proc = run_cli("mappings", "validate", cwd=tmp_path, check=False, env={"COLUMNS": "300"})
+    assert proc.returncode == 1
+    failures = [line for line in proc.stderr.splitlines() if line.startswith("fail")]
+    assert failures == [f"fail config/mappings/broken.yaml:{_line_of(bad, 'side: nope')}: "
+                        "transforms.side: unknown transform 'nope' (known: " + failures[0].split("(known: ")[1]]
+
+
+def test_config_mapping_overrides_the_plugin_default(tmp_path: Path) -> None:
+    mdir = tmp_path / "mappings"
+    mdir.mkdir()
+    (mdir / "binance.yaml").write_text(BINANCE.read_text().replace("exchange: BINANCE", "exchange: BNB_SPOT"))
+    found = [m for m in collect_mappings(get_registry(), mdir) if m.source == "binance.trades"]
+    assert len(found) == 1 and found[0].constants["exchange"] == "BNB_SPOT"
+
+
+def test_mapping_apply_produces_unified_rows() -> None:
+    registry = get_registry()
+    mapping = load_mapping(BINANCE)
+    stream = registry.connectors["binance"].streams["trades"]
+    records = [{"symbol": "BTCUSDT", "a": 7, "p": "43210.50", "q": "0.5", "f": 1, "l": 2, "T": 1707405124123,
+                "m": True, "M": True}]
+    raw, rejected = cast_records(stream, records, registry.transforms, "binance")
+    assert rejected == []
+    row = mapping.apply(raw, registry, registry.targets["trades_unified"].schema).to_pylist()[0]
+    assert row["exchange"] == "BINANCE" and row["symbol"] == "BTC-USDT" and row["native_symbol"] == "BTCUSDT"
+    assert row["trade_id"] == "7" and row["side"] == "SELL" and row["price"] == 43210.5
+    assert (row["base_asset"], row["quote_asset"]) == ("BTC", "USDT")
+    assert row["trade_ts"].isoformat() == "2024-02-08T15:12:04.123000+00:00"
+
+
+def test_parse_mapping_from_text() -> None:
+    mapping = parse_mapping(textwrap.dedent("""
+        source: okx.trades
+        target_table: trades_unified
+        mappings: {tradeId: trade_id}
+    """))
+    assert mapping.raw_table == "raw_okx_trades" and mapping.columns == {"tradeId": ("trade_id",)}
