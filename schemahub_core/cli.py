@@ -185,7 +185,8 @@ def mappings_validate(ctx: Context, files: tuple[str, ...], as_json: bool) -> No
     else:
         for r in results:
             if r["ok"]:
-                console.print(f"[green]ok[/]   {r['file']}  ({r['source']} -> {r['target_table']})", highlight=False, soft_wrap=True)
+                line = f"[green]ok[/]   {r['file']}  ({r['source']} -> {r['target_table']})"
+                console.print(line, highlight=False, soft_wrap=True)
             else:
                 err_console.print(f"[red]fail[/] {r['error']}", highlight=False, soft_wrap=True)
         if not results:
