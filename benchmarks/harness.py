@@ -1,0 +1,79 @@
+"""The benchmark runner's vocabulary: a measurement, its baseline, the ratio and its target."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any
+
+
+@dataclass
+class Result:
+    """One benchmark line: ``value`` against ``baseline``, ``ratio = value / baseline``.
+
+    ``goal`` says which way is good: ``"max"`` means ratio <= target,
+    ``"min"`` means ratio >= target.
+    """
+
+    name: str
+    claim: str
+    value: float
+    baseline: float
+    unit: str
+    target: float
+    goal: str = "max"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline if self.baseline else float("inf")
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= self.target if self.goal == "max" else self.ratio >= self.target
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio, "met": self.met}
+
+
+def median_seconds(fn: Callable[[], Any], runs: int = 3, setup: Callable[[], Any] | None = None) -> tuple[float, list[float]]:
+    """Median wall time of ``fn`` over ``runs`` (``setup`` runs before each, untimed)."""
+    times = []
+    for _ in range(runs):
+        if setup is not None:
+            setup()
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    versions = {}
+    for dist in ("schemahub-core", "pyiceberg", "pyarrow", "pyiceberg-core", "dlt"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f.readline().split()[1] + " kB"
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "memory": mem,
+        "versions": versions,
+    }
