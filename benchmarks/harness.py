@@ -42,7 +42,9 @@ class Result:
         return {**asdict(self), "ratio": self.ratio, "met": self.met}
 
 
-def median_seconds(fn: Callable[[], Any], runs: int = 3, setup: Callable[[], Any] | None = None) -> tuple[float, list[float]]:
+def median_seconds(
+    fn: Callable[[], Any], runs: int = 3, setup: Callable[[], Any] | None = None
+) -> tuple[float, list[float]]:
     """Median wall time of ``fn`` over ``runs`` (``setup`` runs before each, untimed)."""
     times = []
     for _ in range(runs):
