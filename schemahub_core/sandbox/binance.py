@@ -1,0 +1,124 @@
+"""Simulated Binance Spot REST (``/api/v3``): aggTrades, bookTicker, exchangeInfo.
+
+Wire format, parameter rules, weights, ``X-MBX-USED-WEIGHT-1M`` and error
+bodies follow the real API (see docs/VENUES facts): aggTrades rows
+``{a,p,q,f,l,T,m,M}``, ``fromId`` cannot be combined with ``startTime``/``endTime``,
+both time bounds are inclusive, ``m`` true means the buyer was the maker.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .limits import Verdict
+from .market import Trade
+from .venue import VenueApp, bad_request, int_param
+
+SYMBOLS = {"BTCUSDT": ("BTC", "USDT"), "ETHUSDT": ("ETH", "USDT")}
+WEIGHTS = {"aggTrades": 4, "bookTicker": 2, "exchangeInfo": 20, "ping": 1, "time": 1}
+MS = 1_000_000
+INVALID_SYMBOL = {"code": -1121, "msg": "Invalid symbol."}
+
+
+def _row(trade: Trade) -> dict:
+    return {
+        "a": trade.id,
+        "p": f"{trade.price:.8f}",
+        "q": f"{trade.qty:.8f}",
+        "f": 2 * trade.id + 1_000_000_000,
+        "l": 2 * trade.id + 1_000_000_000 + trade.index % 2,
+        "T": trade.time_ns // MS,
+        "m": trade.taker == "sell",  # buyer was the maker = the taker sold
+        "M": True,
+    }
+
+
+class BinanceApp(VenueApp):
+    name = "binance"
+    weighted = True
+
+    def routes(self) -> list[Route]:
+        return [
+            self.route("/api/v3/aggTrades", self.agg_trades, WEIGHTS["aggTrades"]),
+            self.route("/api/v3/ticker/bookTicker", self.book_ticker, WEIGHTS["bookTicker"]),
+            self.route("/api/v3/exchangeInfo", self.exchange_info, WEIGHTS["exchangeInfo"]),
+            self.route("/api/v3/ping", lambda request, corrupt: JSONResponse({}), WEIGHTS["ping"]),
+            self.route("/api/v3/time", lambda request, corrupt: JSONResponse(
+                {"serverTime": self.sandbox.clock.now_ns() // MS}), WEIGHTS["time"]),
+        ]
+
+    def refused(self, verdict: Verdict) -> Response:
+        if verdict.status == 418:
+            body = {"code": -1003, "msg": "Way too many requests; IP banned until later. (simulated)"}
+        else:
+            body = {"code": -1003, "msg": "Too many requests; current limit of IP is "
+                                          f"{self.limit.limit} request weight per {self.limit.window:g} s. "
+                                          "Please use WebSocket Streams for live updates to avoid polling the API."}
+        return JSONResponse(body, status_code=verdict.status, headers={"Retry-After": f"{verdict.retry_after:g}"})
+
+    def server_error(self, status: int) -> Response:
+        return JSONResponse({"code": -1000, "msg": "An unknown error occurred while processing the request."},
+                            status_code=status)
+
+    def headers(self, response: Response) -> None:
+        response.headers["X-MBX-USED-WEIGHT-1M"] = str(self.limiter.used())
+
+    def agg_trades(self, request: Request, corrupt: bool) -> Response:
+        symbol = request.query_params.get("symbol", "")
+        if not symbol:
+            return bad_request({"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, "
+                                                      "or malformed."})
+        if symbol not in SYMBOLS:
+            return bad_request(INVALID_SYMBOL)
+        try:
+            from_id = int_param(request, "fromId")
+            start = int_param(request, "startTime")
+            end = int_param(request, "endTime")
+            limit = int_param(request, "limit", 500)
+        except ValueError as exc:
+            return bad_request({"code": -1100, "msg": f"Illegal characters found in parameter '{exc}'; "
+                                                      "legal range is '^[0-9]{1,20}$'."})
+        if not 1 <= limit <= 1000:
+            return bad_request({"code": -1130, "msg": "Invalid data sent for a parameter."})
+        if from_id is not None and (start is not None or end is not None):
+            return bad_request({"code": -1128, "msg": "Combination of optional parameters invalid."})
+        asset = SYMBOLS[symbol][0]
+        now = self.sandbox.clock.now_ns()
+        until = now if end is None else min(now, end * MS + MS - 1)
+        m = self.market
+        if from_id is not None:
+            index = m.index_of_id("binance", from_id)
+        elif start is not None:
+            index = m.index_at("binance", asset, start * MS)
+        else:  # the most recent trades (before endTime when given)
+            index = m.index_at("binance", asset, until + 1) - limit
+        trades = m.trades_from("binance", asset, index, limit, until)
+        rows = [_row(t) for t in trades]
+        if corrupt and rows:
+            rows[len(rows) // 2]["p"] = "not-a-price"
+        return JSONResponse(rows)
+
+    def book_ticker(self, request: Request, corrupt: bool) -> Response:
+        symbol = request.query_params.get("symbol", "")
+        if symbol not in SYMBOLS:
+            return bad_request(INVALID_SYMBOL)
+        q = self.market.quote("binance", SYMBOLS[symbol][0], self.sandbox.clock.now_ns())
+        body = {"symbol": symbol, "bidPrice": f"{q.bid:.8f}", "bidQty": f"{q.bid_qty:.8f}",
+                "askPrice": f"{q.ask:.8f}", "askQty": f"{q.ask_qty:.8f}"}
+        if corrupt:
+            body["bidPrice"] = "n/a"
+        return JSONResponse(body)
+
+    def exchange_info(self, request: Request, corrupt: bool) -> Response:
+        return JSONResponse({
+            "timezone": "UTC",
+            "serverTime": self.sandbox.clock.now_ns() // MS,
+            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                            "limit": round(self.limit.limit * 60 / self.limit.window)}],
+            "symbols": [{"symbol": s, "status": "TRADING", "baseAsset": b, "quoteAsset": q}
+                        for s, (b, q) in SYMBOLS.items()],
+        })
+
+

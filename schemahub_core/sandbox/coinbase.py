@@ -1,0 +1,103 @@
+"""Simulated Coinbase Exchange REST: ``/products/{id}/trades`` and ``/products/{id}/ticker``.
+
+Trades come newest first; ``side`` is the MAKER's side; pagination is by
+``trade_id`` only: ``after=X`` returns older trades (ids < X), ``before=X``
+the adjacent newer ones (ids > X), and ``CB-BEFORE``/``CB-AFTER`` headers carry
+the newest/oldest id of the page. There is no time parameter.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .limits import Verdict
+from .market import NS, VENUES, Trade
+from .venue import VenueApp, bad_request, int_param
+
+PRODUCTS = {"BTC-USD": "BTC", "ETH-USD": "ETH"}
+NOT_FOUND = {"message": "NotFound"}
+
+
+def iso(t_ns: int) -> str:
+    """Coinbase's time format: microseconds, or milliseconds when that is all there is."""
+    stamp = datetime.fromtimestamp(t_ns // NS, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    micros = (t_ns % NS) // 1_000
+    return f"{stamp}.{micros // 1000:03d}Z" if micros % 1000 == 0 else f"{stamp}.{micros:06d}Z"
+
+
+def _row(trade: Trade) -> dict:
+    return {
+        "time": iso(trade.time_ns),
+        "trade_id": trade.id,
+        "price": f"{trade.price:.2f}",
+        "size": f"{trade.qty:.8f}",
+        "side": "sell" if trade.taker == "buy" else "buy",  # the maker's side
+    }
+
+
+class CoinbaseApp(VenueApp):
+    name = "coinbase"
+
+    def routes(self) -> list[Route]:
+        return [
+            self.route("/products/{product_id}/trades", self.trades),
+            self.route("/products/{product_id}/ticker", self.ticker),
+        ]
+
+    def refused(self, verdict: Verdict) -> Response:
+        headers = {"Retry-After": f"{verdict.retry_after:g}"} if verdict.retry_after else None
+        if verdict.status != 429:
+            return JSONResponse({"message": "Forbidden"}, status_code=verdict.status, headers=headers)
+        return JSONResponse({"message": "Public rate limit exceeded"}, status_code=429, headers=headers)
+
+    def trades(self, request: Request, corrupt: bool) -> Response:
+        asset = PRODUCTS.get(request.path_params["product_id"])
+        if asset is None:
+            return bad_request(NOT_FOUND, 404)
+        try:
+            after = int_param(request, "after")
+            before = int_param(request, "before")
+            limit = int_param(request, "limit", 1000)
+        except ValueError as exc:
+            return bad_request({"message": f"invalid {exc}"})
+        if not 1 <= limit <= 1000:
+            return bad_request({"message": "limit must be between 1 and 1000"})
+        m = self.market
+        now = self.sandbox.clock.now_ns()
+        newest = m.index_at("coinbase", asset, now + 1)  # one past the newest trade so far
+        first_id = VENUES["coinbase"].first_id
+        if before is not None:
+            lo = max(0, before - first_id + 1)
+            hi = min(newest, lo + limit)
+        else:
+            hi = newest if after is None else min(newest, max(0, after - first_id))
+            lo = max(0, hi - limit)
+        trades = m.trades_from("coinbase", asset, lo, max(0, hi - lo), now) if hi > lo else []
+        rows = [_row(t) for t in reversed(trades)]
+        if corrupt and rows:
+            rows[len(rows) // 2]["time"] = "yesterday at noon"
+        headers = {"CB-BEFORE": str(rows[0]["trade_id"]), "CB-AFTER": str(rows[-1]["trade_id"])} if rows else {}
+        return JSONResponse(rows, headers=headers)
+
+    def ticker(self, request: Request, corrupt: bool) -> Response:
+        asset = PRODUCTS.get(request.path_params["product_id"])
+        if asset is None:
+            return bad_request(NOT_FOUND, 404)
+        m = self.market
+        now = self.sandbox.clock.now_ns()
+        q = m.quote("coinbase", asset, now)
+        last = m.trades_from("coinbase", asset, m.index_at("coinbase", asset, now + 1) - 1, 1, now)
+        body = {
+            "ask": f"{q.ask:.2f}", "bid": f"{q.bid:.2f}", "volume": "12345.67890000",
+            "trade_id": last[0].id if last else 0,
+            "price": f"{last[0].price:.2f}" if last else f"{q.bid:.2f}",
+            "size": f"{last[0].qty:.8f}" if last else "0",
+            "time": iso(now),
+        }
+        if corrupt:
+            body["time"] = "soon"
+        return JSONResponse(body)

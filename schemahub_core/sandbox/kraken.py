@@ -1,0 +1,108 @@
+"""Simulated Kraken Spot REST: ``/0/public/Trades`` and ``/0/public/Ticker``.
+
+Errors, including rate limiting, come in a 200 body (``{"error": [...]}``).
+The result is keyed by Kraken's own pair name (``XXBTZUSD``) whatever alias was
+asked for; ``time`` is a JSON float of seconds (written here with 7 decimals,
+i.e. 100 ns steps, so a float parse is not exact); ``last`` is the nanosecond
+cursor: the next call with ``since=last`` returns trades strictly after it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .limits import Verdict
+from .market import NS, Trade
+from .venue import VenueApp, int_param
+
+PAIRS = {"XXBTZUSD": "BTC", "XETHZUSD": "ETH"}
+ALIASES = {"XBTUSD": "XXBTZUSD", "BTCUSD": "XXBTZUSD", "XXBTZUSD": "XXBTZUSD", "XBT/USD": "XXBTZUSD",
+           "ETHUSD": "XETHZUSD", "XETHZUSD": "XETHZUSD", "ETH/USD": "XETHZUSD"}
+SECONDS_BELOW = 10**12  # a `since` smaller than this is in seconds, larger in nanoseconds
+
+
+def seconds_text(t_ns: int) -> str:
+    return f"{t_ns // NS}.{(t_ns % NS) // 100:07d}"
+
+
+def _row(trade: Trade) -> list:
+    ordertype = "m" if trade.index % 3 == 0 else "l"
+    return [f"{trade.price:.1f}0000", f"{trade.qty:.8f}", f"@T{seconds_text(trade.time_ns)}",
+            "b" if trade.taker == "buy" else "s", ordertype, "", trade.id]
+
+
+def _dumps(body: dict) -> Response:
+    """JSON with ``time`` as a bare number (a float on the wire, like the real API)."""
+    text = re.sub(r'"@T([0-9.]+)"', r"\1", json.dumps(body, separators=(",", ":")))
+    return Response(text, media_type="application/json")
+
+
+def _error(*errors: str) -> Response:
+    return JSONResponse({"error": list(errors)})
+
+
+class KrakenApp(VenueApp):
+    name = "kraken"
+
+    def routes(self) -> list[Route]:
+        return [
+            self.route("/0/public/Trades", self.trades),
+            self.route("/0/public/Ticker", self.ticker),
+        ]
+
+    def refused(self, verdict: Verdict) -> Response:
+        return _error("EAPI:Rate limit exceeded")
+
+    def body_rate_limited(self) -> Response:
+        return _error("EAPI:Rate limit exceeded")
+
+    def server_error(self, status: int) -> Response:
+        return Response("<html><body><h1>503 Service Unavailable</h1></body></html>", status_code=status,
+                        media_type="text/html")
+
+    def trades(self, request: Request, corrupt: bool) -> Response:
+        pair = ALIASES.get(request.query_params.get("pair", "").upper())
+        if pair is None:
+            return _error("EQuery:Unknown asset pair")
+        try:
+            since = int_param(request, "since")
+            count = int_param(request, "count", 1000)
+        except ValueError as exc:
+            return _error(f"EGeneral:Invalid arguments:{exc}")
+        count = max(1, min(1000, count))
+        asset = PAIRS[pair]
+        m = self.market
+        now = self.sandbox.clock.now_ns()
+        if since is None:
+            index = m.index_at("kraken", asset, now + 1) - count
+        else:
+            since_ns = since * NS if since < SECONDS_BELOW else since
+            index = m.index_at("kraken", asset, since_ns + 1)
+        trades = m.trades_from("kraken", asset, index, count, now)
+        rows = [_row(t) for t in trades]
+        if corrupt and rows:
+            rows[len(rows) // 2][0] = "NaN-ish"
+        last = str(trades[-1].time_ns) if trades else str(since if since is not None else now)
+        return _dumps({"error": [], "result": {pair: rows, "last": last}})
+
+    def ticker(self, request: Request, corrupt: bool) -> Response:
+        pair = ALIASES.get(request.query_params.get("pair", "").upper())
+        if pair is None:
+            return _error("EQuery:Unknown asset pair")
+        m = self.market
+        now = self.sandbox.clock.now_ns()
+        q = m.quote("kraken", PAIRS[pair], now)
+        last = f"{(q.bid + q.ask) / 2:.1f}"
+        info = {
+            "a": [f"{q.ask:.1f}", "1", "1.000"], "b": [f"{q.bid:.1f}", "2", "2.000"],
+            "c": [last, "0.01000000"], "v": ["1234.5", "2345.6"], "p": [last, last],
+            "t": [12345, 23456], "l": [last, last], "h": [last, last], "o": last,
+        }
+        if corrupt:
+            info["a"] = ["?"]
+        return JSONResponse({"error": [], "result": {pair: info}})

@@ -1,0 +1,190 @@
+"""The sandbox process: three simulated venues behind one HTTP server on 127.0.0.1.
+
+Each venue lives under its own path prefix, so a connector points at it by its
+base URL alone (``SCHEMAHUB_BINANCE_BASE_URL=http://127.0.0.1:8765/binance``)::
+
+    /binance/api/v3/aggTrades ...      /coinbase/products/BTC-USD/trades ...
+    /kraken/0/public/Trades ...        /_sandbox/{stats,faults,config}  (control)
+
+The venues' WebSocket feeds will mount next to the REST routes (``/binance/ws``...).
+The sandbox clock starts at the end of the simulated days (2024-02-10 00:00 UTC)
+and runs forward in real time, so the market stays "live" while history is fixed.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from .binance import BinanceApp
+from .coinbase import CoinbaseApp
+from .faults import Fault, Faults
+from .kraken import KrakenApp
+from .limits import Limit
+from .market import EVENT_AT, LABEL, MARKET_END, MARKET_START, Market, to_ns
+from .venue import VenueApp
+
+# The venues' published public limits (late 2025): Binance 6000 weight/min, Coinbase 10 req/s with bursts
+# to 15, Kraken about 1 req/s.
+REAL_LIMITS = {"binance": Limit(6000, 60), "coinbase": Limit(10, 1, burst=15), "kraken": Limit(1, 1)}
+# Generous limits for tests that are not about rate limiting.
+FAST_LIMITS = {"binance": Limit(100_000, 1), "coinbase": Limit(1000, 1), "kraken": Limit(1000, 1)}
+
+VENUE_APPS: dict[str, type[VenueApp]] = {"binance": BinanceApp, "coinbase": CoinbaseApp, "kraken": KrakenApp}
+
+# What each venue serves, as the venue writes it -> canonical symbol.
+SYMBOLS = {
+    "binance": {"BTCUSDT": "BTC-USDT", "ETHUSDT": "ETH-USDT"},
+    "coinbase": {"BTC-USD": "BTC-USD", "ETH-USD": "ETH-USD"},
+    "kraken": {"XXBTZUSD": "BTC-USD", "XETHZUSD": "ETH-USD"},
+}
+
+
+class Clock:
+    """Simulated "now": ``start`` plus wall time elapsed since the sandbox started, times ``speed``."""
+
+    def __init__(self, start: datetime, speed: float = 1.0) -> None:
+        self.start_ns = to_ns(start)
+        self.speed = speed
+        self._t0 = time.monotonic()
+
+    def now_ns(self) -> int:
+        return self.start_ns + int((time.monotonic() - self._t0) * self.speed * 1e9)
+
+
+@dataclass
+class SandboxConfig:
+    """Seed, clock and per-venue limits (real by default)."""
+
+    seed: int = 20240208
+    start: datetime = MARKET_END
+    speed: float = 1.0
+    limits: dict[str, Limit] = field(default_factory=lambda: dict(REAL_LIMITS))
+
+    @classmethod
+    def fast(cls, **limits: Limit) -> SandboxConfig:
+        """Limits high enough that tests not about rate limiting never wait."""
+        return cls(limits={**FAST_LIMITS, **limits})
+
+
+class Sandbox:
+    """The simulated venues, their state, and (once started) the server thread."""
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self.market = Market(self.config.seed)
+        self.clock = Clock(self.config.start, self.config.speed)
+        self.faults = Faults()
+        self.venues = {name: cls(self, self.config.limits[name]) for name, cls in VENUE_APPS.items()}
+        self.host = "127.0.0.1"
+        self.port: int | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- the ASGI app -------------------------------------------------------------------------------
+    def app(self) -> Starlette:
+        routes: list[Any] = [Mount(f"/{name}", routes=venue.routes()) for name, venue in self.venues.items()]
+        routes += [
+            Route("/", self._index),
+            Route("/_sandbox/stats", self._stats),
+            Route("/_sandbox/faults", self._faults, methods=["GET", "POST", "DELETE"]),
+        ]
+        return Starlette(routes=routes)
+
+    async def _index(self, request: Request) -> JSONResponse:
+        return JSONResponse({"label": LABEL, "market": self.describe(), "base_urls": self.base_urls()})
+
+    async def _stats(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.stats())
+
+    async def _faults(self, request: Request) -> JSONResponse:
+        if request.method == "POST":
+            try:
+                self.inject(**await request.json())
+            except (TypeError, ValueError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        elif request.method == "DELETE":
+            self.faults.clear()
+        return JSONResponse({"pending": self.faults.pending(), "fired": self.faults.fired})
+
+    # -- control --------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {"simulated": True, "from": MARKET_START.isoformat(), "clock_start": self.config.start.isoformat(),
+                "event": EVENT_AT.isoformat(), "symbols": SYMBOLS,
+                "limits": {n: v.limit.spec() for n, v in self.venues.items()}}
+
+    def inject(self, venue: str, kind: str, **options: Any) -> None:
+        """Queue a fault (see ``faults.Fault``) for the next request(s) to ``venue``."""
+        if venue not in self.venues:
+            raise ValueError(f"unknown venue {venue!r} (venues: {', '.join(self.venues)})")
+        self.faults.add(Fault(venue, kind, **options))
+
+    def stats(self) -> dict[str, Any]:
+        return {name: venue.stats.as_dict() for name, venue in self.venues.items()}
+
+    def base_url(self, venue: str) -> str:
+        if self.port is None:
+            raise RuntimeError("the sandbox is not started")
+        return f"http://{self.host}:{self.port}/{venue}"
+
+    def base_urls(self) -> dict[str, str]:
+        return {name: self.base_url(name) for name in self.venues} if self.port else {}
+
+    def connector_options(self, venue: str, **extra: Any) -> dict[str, Any]:
+        """Options that point a venue's connector here, with a client rate matching the sandbox's limit."""
+        return {"base_url": self.base_url(venue), "rate_limit": self.venues[venue].limit.spec(), **extra}
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point every connector at this sandbox."""
+        out = {}
+        for name in self.venues:
+            out[f"SCHEMAHUB_{name.upper()}_BASE_URL"] = self.base_url(name)
+            out[f"SCHEMAHUB_{name.upper()}_RATE_LIMIT"] = self.venues[name].limit.spec()
+        return out
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self, port: int = 0, host: str = "127.0.0.1") -> Sandbox:
+        """Serve in a background thread (``port=0``: a free port); returns once it accepts connections."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        self.host, self.port = host, sock.getsockname()[1]
+        config = uvicorn.Config(self.app(), log_level="warning", access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="schemahub-sandbox", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the sandbox server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def serve_forever(self, port: int, host: str = "127.0.0.1") -> None:
+        """Serve in the foreground (the ``schemahub sandbox`` command)."""
+        self.host, self.port = host, port
+        uvicorn.run(self.app(), host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+
+    def __enter__(self) -> Sandbox:
+        return self.start() if self.port is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

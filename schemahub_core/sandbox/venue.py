@@ -1,0 +1,128 @@
+"""What every simulated venue shares: the request gate (rate limit, faults, labels) around its handlers.
+
+A venue module (``binance.py``, ``coinbase.py``, ``kraken.py``) describes its
+endpoints, their weights and its error formats; ``VenueApp.route`` wraps each
+handler so that limits and injected faults behave the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .faults import Fault
+from .limits import FixedWindowWeight, Limit, TokenBucket, Verdict
+from .market import LABEL
+
+if TYPE_CHECKING:
+    from .server import Sandbox
+
+SANDBOX_HEADER = "X-SchemaHub-Sandbox"
+
+Handler = Callable[[Request, bool], Response]  # (request, corrupt one row?) -> response
+
+
+@dataclass
+class VenueStats:
+    requests: int = 0
+    weight: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    refused: int = 0  # 429 and 418 sent because a limit was crossed (not injected)
+    injected: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "weight": self.weight, "statuses": dict(self.statuses),
+                "refused": self.refused, "injected": self.injected}
+
+
+class VenueApp:
+    """One venue: its limiter, stats and the gate every endpoint goes through."""
+
+    name: str = ""
+    weighted = False  # True: fixed-window request weight (Binance); False: token bucket
+
+    def __init__(self, sandbox: Sandbox, limit: Limit) -> None:
+        self.sandbox = sandbox
+        self.market = sandbox.market
+        self.limit = limit
+        self.limiter: FixedWindowWeight | TokenBucket = (
+            FixedWindowWeight(limit) if self.weighted else TokenBucket(limit))
+        self.stats = VenueStats()
+
+    # -- venue specifics (overridden) -------------------------------------------------------------
+    def routes(self) -> list[Route]:
+        raise NotImplementedError
+
+    def refused(self, verdict: Verdict) -> Response:
+        """The venue's own answer when a client is over the limit."""
+        return JSONResponse({"message": "Public rate limit exceeded"}, status_code=verdict.status,
+                            headers={"Retry-After": f"{verdict.retry_after:g}"} if verdict.retry_after else None)
+
+    def server_error(self, status: int) -> Response:
+        return JSONResponse({"message": "Internal server error (injected by the sandbox)"}, status_code=status)
+
+    def body_rate_limited(self) -> Response:
+        return self.refused(Verdict(False, 429, 1.0))
+
+    def headers(self, response: Response) -> None:
+        """Headers the venue adds to every answer."""
+
+    # -- the gate ---------------------------------------------------------------------------------
+    def route(self, path: str, handler: Handler, weight: int = 1) -> Route:
+        async def endpoint(request: Request) -> Response:
+            response = await self._gate(request, handler, weight)
+            response.headers[SANDBOX_HEADER] = LABEL
+            self.headers(response)
+            self.stats.statuses[response.status_code] += 1
+            return response
+
+        return Route(path, endpoint, methods=["GET"])
+
+    async def _gate(self, request: Request, handler: Handler, weight: int) -> Response:
+        client = request.client.host if request.client else "?"
+        self.stats.requests += 1
+        self.stats.weight += weight
+        verdict = self.limiter.admit(client, weight)
+        if not verdict.allowed:
+            self.stats.refused += 1
+            return self.refused(verdict)
+        fault: Fault | None = self.sandbox.faults.take(self.name, request.url.path)
+        corrupt = False
+        if fault is not None:
+            self.stats.injected += 1
+            if fault.kind in ("429", "418"):
+                if isinstance(self.limiter, FixedWindowWeight) and fault.kind == "429":
+                    self.limiter.warn(client, fault.retry_after)
+                return self.refused(Verdict(False, int(fault.kind), fault.retry_after, verdict.used))
+            if fault.kind == "5xx":
+                return self.server_error(fault.status)
+            if fault.kind == "timeout":
+                await asyncio.sleep(fault.delay)
+            if fault.kind == "malformed_body":
+                return Response('{"truncated": [1, 2', media_type="application/json")
+            if fault.kind == "rate_limit_body":
+                return self.body_rate_limited()
+            corrupt = fault.kind == "malformed_row"
+        return handler(request, corrupt)
+
+
+def bad_request(body: dict[str, Any], status: int = 400) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+def int_param(request: Request, name: str, default: int | None = None) -> int | None:
+    """An integer query parameter; ``ValueError`` names it when it is not an integer."""
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(name) from None
