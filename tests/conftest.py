@@ -31,3 +31,5 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     if check and proc.returncode != 0:
         raise AssertionError(f"schemahub {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+pytest_plugins = ["storage_fixtures"]  # PostgreSQL and moto (S3 + Glue) servers for the storage tests
