@@ -237,6 +237,183 @@ def mappings_dry_run(ctx: Context, source: str, records_file: str, target_table:
         console.print(f"[yellow]quarantined[/] record {r.index}: {r.reason}", highlight=False)
 
 
+# --- run ingest / unify / pipeline, status (exactly-once engines: ingest.py, unify.py, pipeline.py) ---
+
+
+@cli.group(name="run")
+def run_group() -> None:
+    """Land data exactly once: venues -> raw tables (ingest), raw -> unified tables (unify).
+
+    Every command can be interrupted at any point and simply run again.
+    """
+
+
+_RUN_COLUMNS = ("fetched", "landed", "quarantined", "deduplicated", "unified", "seconds")
+
+
+def _run_options(fn: Any) -> Any:
+    fn = click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")(fn)
+    fn = click.option("--pages-per-commit", default=1, show_default=True, type=click.IntRange(min=1),
+                      help="Pages landed per Iceberg commit.")(fn)
+    fn = click.option("--until", help="End (exclusive): ISO-8601 or relative, e.g. 5m.")(fn)
+    fn = click.option("--since", help="Start on a first run: ISO-8601 or relative, e.g. 15m, 2h, 1d.")(fn)
+    return click.option("--symbols", help="Comma-separated canonical symbols, e.g. BTC-USD,ETH-USD "
+                        "(default: each connector's own).")(fn)
+
+
+def _run_engine(as_json: bool, work: Any) -> list[Any]:
+    """Run ``work(on_progress)`` under a rich progress display; one-line errors for bad input."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .connector import ConnectorError
+    from .ingest import RunStats
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                        TextColumn("{task.fields[fetched]} fetched, {task.completed} landed"), TimeElapsedColumn(),
+                        console=err_console, transient=True, disable=as_json or not err_console.is_terminal)
+    tasks: dict[str, Any] = {}
+
+    def on_progress(stats: RunStats) -> None:
+        if stats.name not in tasks:
+            tasks[stats.name] = progress.add_task(stats.name, total=None, fetched=0)
+        progress.update(tasks[stats.name], completed=stats.landed, fetched=stats.fetched)
+
+    try:
+        with progress:
+            result = work(on_progress)
+    except (KeyError, ValueError, ConfigError, MappingError, ConnectorError) as exc:
+        fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    return result if isinstance(result, list) else [result]
+
+
+def _print_run(stats: list[Any], as_json: bool) -> None:
+    """The final summary (table or JSON); exit 1 if any part failed."""
+    if as_json:
+        emit_json([{k: v for k, v in s.as_dict().items() if k != "scanned_files"} for s in stats])
+    else:
+        table = Table(title="run summary")
+        for col in ("step", "name", *_RUN_COLUMNS, "status"):
+            table.add_column(col, justify="right" if col in _RUN_COLUMNS else "left", overflow="fold")
+        for s in stats:
+            status = "[red]failed[/] (see below)" if s.error else "[green]ok[/]"
+            if s.dropped_batches:
+                status += f" ({s.dropped_batches} dropped: concurrent writer)"
+            if s.step == "unify" and not s.commits and not s.error:
+                status = "[green]up to date[/] (no new snapshot)"
+            table.add_row(s.step, s.name, *[str(getattr(s, c)) for c in _RUN_COLUMNS], status)
+        console.print(table)
+    errors = [s for s in stats if s.error]
+    for s in errors:
+        err_console.print(f"[bold red]error:[/] {s.name}: {s.error} (rerun to resume; nothing landed twice)",
+                          highlight=False, soft_wrap=True)
+    if errors:
+        sys.exit(1)
+
+
+def _when(text: str | None) -> Any:
+    from .ingest import parse_when
+
+    return parse_when(text) if text else None
+
+
+@run_group.command(name="ingest")
+@click.argument("sources", nargs=-1, required=True)
+@_run_options
+@pass_ctx
+def run_ingest_cmd(ctx: Context, sources: tuple[str, ...], symbols: str | None, since: str | None,
+                   until: str | None, pages_per_commit: int, as_json: bool) -> None:
+    """Land SOURCES (``binance`` or ``binance.trades``) into their raw tables, exactly once.
+
+    Resumes from the cursor committed with the newest raw snapshot.
+    """
+    from .pipeline import run_ingest
+
+    symbol_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+    stats = _run_engine(as_json, lambda on_progress: run_ingest(
+        ctx.settings, ctx.registry, sources, symbols=symbol_list, since=_when(since), until=_when(until),
+        pages_per_commit=pages_per_commit, on_progress=on_progress, catalog=ctx.catalog()))
+    _print_run(stats, as_json)
+
+
+@run_group.command(name="unify")
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@pass_ctx
+def run_unify_cmd(ctx: Context, target: str, as_json: bool) -> None:
+    """Append the raw rows not yet in TARGET (e.g. trades_unified), deduplicated, in one commit."""
+    from .pipeline import run_unify
+
+    stats = _run_engine(as_json, lambda on_progress: run_unify(ctx.settings, ctx.registry, target,
+                                                               catalog=ctx.catalog()))
+    _print_run(stats, as_json)
+
+
+@run_group.command(name="pipeline")
+@click.argument("target")
+@_run_options
+@pass_ctx
+def run_pipeline_cmd(ctx: Context, target: str, symbols: str | None, since: str | None, until: str | None,
+                     pages_per_commit: int, as_json: bool) -> None:
+    """Ingest every source mapped into TARGET, then unify it."""
+    from .pipeline import run_pipeline
+
+    symbol_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+    stats = _run_engine(as_json, lambda on_progress: run_pipeline(
+        ctx.settings, ctx.registry, target, symbols=symbol_list, since=_when(since), until=_when(until),
+        pages_per_commit=pages_per_commit, on_progress=on_progress, catalog=ctx.catalog()))
+    _print_run(stats, as_json)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@pass_ctx
+def status(ctx: Context, as_json: bool) -> None:
+    """Per source/symbol: cursor, last trade time, lag, rows, last snapshot; per target: what it consumed."""
+    from datetime import UTC, datetime
+
+    from .state import unify_rows, watermark_rows
+
+    catalog = ctx.catalog()
+    now = datetime.now(UTC)
+    sources = watermark_rows(catalog, ctx.settings.namespace, ctx.registry)
+    for r in sources:
+        r["lag_seconds"] = round((now - r["last_ts"]).total_seconds(), 3) if r["last_ts"] else None
+    targets = unify_rows(catalog, ctx.settings.namespace, ctx.registry)
+    if as_json:
+        emit_json({"sources": sources, "targets": targets})
+        return
+    table = Table(title="sources (from raw snapshots)")
+    for col in ("source", "stream", "symbol", "cursor", "last trade", "lag", "rows", "last snapshot"):
+        table.add_column(col, overflow="fold")
+    for r in sources:
+        lag = _age(r["lag_seconds"])
+        table.add_row(r["source"], r["stream"], r["symbol"], r["cursor"] or "", str(r["last_ts"] or ""), lag,
+                      str(r["rows"]), str(r["snapshot_id"] or ""))
+    console.print(table)
+    table = Table(title="unified targets")
+    for col in ("target", "source table", "consumed snapshot", "raw snapshot", "state", "target rows"):
+        table.add_column(col, overflow="fold")
+    for r in targets:
+        table.add_row(r["target"], r["source_table"], str(r["consumed_snapshot_id"]), str(r["raw_snapshot_id"]),
+                      "[green]up to date[/]" if r["up_to_date"] else "[yellow]new raw data[/]",
+                      str(r["target_rows"]))
+    console.print(table)
+    if not sources and not targets:
+        console.print("nothing ingested yet: try `schemahub run pipeline trades_unified`")
+
+
+# --- end of run / status ---
+
+
 def _load_plugin_commands() -> None:
     pm = plugins.load_plugins()
     pm.hook.register_commands(cli=cli)

@@ -1,26 +1,108 @@
-"""Sinks publish unified batches together with the progress they cover.
+"""Sinks publish batches together with the progress they cover, exactly once.
 
 A sink must make the batch and its progress visible atomically: that is what
-lets unify resume exactly where the last publish stopped. Iceberg does it with
-one snapshot whose summary carries the progress.
+lets ingest and unify resume exactly where the last publish stopped. Iceberg
+does it with one snapshot whose summary carries the progress
+(``schemahub.*`` properties, carried forward so the newest engine snapshot
+always holds all of it).
+
+The retry loop lives here, not in pyiceberg: the engine's tables set
+``commit.retry.num-retries=0`` because pyiceberg's own retry rebases an append
+onto whatever landed meanwhile, which lands a page twice when two writers
+fetched it. Before every attempt the sink re-reads the committed progress and
+publishes only if the keys it was told to ``expect`` still hold the values the
+batch was computed from; after an error whose outcome is unknown (lost
+response, ``database is locked``) it looks for its own snapshot id before
+trying again.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
+from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, GreaterThanOrEqual, LessThan, Or
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import ancestors_of
+
+from .faults import fault_point
 
 PROGRESS_PREFIX = "schemahub."
+MAX_ATTEMPTS = 40
+
+T = TypeVar("T")
 
 
 class Sink(Protocol):
     def progress(self, target: str) -> dict[str, str]:
         """The progress recorded by the newest publish to ``target`` (empty if none)."""
 
-    def publish(self, target: str, batch: pa.Table, progress: dict[str, str]) -> int | None:
-        """Append ``batch`` and record ``progress`` in one atomic step; return its id."""
+    def publish(
+        self,
+        target: str,
+        batch: pa.Table,
+        progress: Mapping[str, str],
+        expect: Mapping[str, str | None] | None = None,
+        stage: str = "unify",
+    ) -> int | None:
+        """Append ``batch`` and ``progress`` atomically if ``expect`` still holds; its id, or None if not."""
+
+    def existing_keys(self, target: str, key: Iterable[str], time_column: str, days: Iterable[datetime]) -> pa.Table:
+        """The ``key`` columns of the rows already in ``target`` on the given UTC days."""
+
+
+def progress_of(table: Table) -> dict[str, str]:
+    """``schemahub.*`` summary properties of the newest snapshot that has any.
+
+    Snapshots written by others (compaction, a manual append) carry none and are
+    skipped, so maintenance never makes the engine forget where it stood.
+    """
+    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+        props = snapshot.summary.additional_properties if snapshot.summary else {}
+        found = {k: v for k, v in props.items() if k.startswith(PROGRESS_PREFIX)}
+        if found:
+            return found
+    return {}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A commit error worth retrying: a conflict, an unknown outcome, a busy SQLite catalog."""
+    if isinstance(exc, (CommitFailedException, CommitStateUnknownException, OSError)):
+        return True
+    cause = getattr(exc, "orig", exc)  # SQLAlchemy wraps the driver's error
+    return isinstance(cause, sqlite3.OperationalError) and any(w in str(cause) for w in ("locked", "busy"))
+
+
+def backoff(attempt: int) -> None:
+    time.sleep(min(1.0, 0.02 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.5))
+
+
+def retry_transient(fn: Callable[[], T], attempts: int = MAX_ATTEMPTS) -> T:
+    """Run an idempotent catalog operation (load, create, overwrite) through transient errors."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc) or attempt == attempts - 1:
+                raise
+            backoff(attempt)
+    raise AssertionError("unreachable")
+
+
+def day_filter(column: str, days: Iterable[datetime]) -> BooleanExpression:
+    """``column`` within any of the UTC ``days``: prunes to those day partitions."""
+    expr: BooleanExpression = AlwaysFalse()
+    for day in sorted(set(days)):
+        start, end = day.isoformat(), (day + timedelta(days=1)).isoformat()
+        expr = Or(expr, And(GreaterThanOrEqual(column, start), LessThan(column, end)))
+    return expr
 
 
 class IcebergSink:
@@ -30,14 +112,44 @@ class IcebergSink:
         self.catalog = catalog
         self.namespace = namespace
 
-    def progress(self, target: str) -> dict[str, str]:
-        snapshot = self.catalog.load_table((self.namespace, target)).current_snapshot()
-        if snapshot is None or snapshot.summary is None:
-            return {}
-        return {k: v for k, v in snapshot.summary.additional_properties.items() if k.startswith(PROGRESS_PREFIX)}
+    def _load(self, target: str) -> Table:
+        return retry_transient(lambda: self.catalog.load_table((self.namespace, target)))
 
-    def publish(self, target: str, batch: pa.Table, progress: dict[str, str]) -> int | None:
-        table = self.catalog.load_table((self.namespace, target))
-        table.append(batch, snapshot_properties=progress)
-        snapshot = table.current_snapshot()
-        return snapshot.snapshot_id if snapshot else None
+    def progress(self, target: str) -> dict[str, str]:
+        return progress_of(self._load(target))
+
+    def publish(
+        self,
+        target: str,
+        batch: pa.Table,
+        progress: Mapping[str, str],
+        expect: Mapping[str, str | None] | None = None,
+        stage: str = "unify",
+    ) -> int | None:
+        expect = dict(expect or {})
+        snapshot_id: int | None = None
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                table = self.catalog.load_table((self.namespace, target))
+                if snapshot_id is not None and table.metadata.snapshot_by_id(snapshot_id) is not None:
+                    return snapshot_id  # the previous attempt landed; its response was lost
+                current = progress_of(table)
+                if any(current.get(k) != v for k, v in expect.items()):
+                    return None  # another writer moved the progress this batch started from
+                tx = table.transaction()
+                tx.append(batch, snapshot_properties={**current, **progress})
+                staged = tx.table_metadata.current_snapshot()
+                snapshot_id = staged.snapshot_id if staged else None
+                fault_point(f"{stage}.before-commit")
+                tx.commit_transaction()
+                fault_point(f"{stage}.after-commit")
+                return snapshot_id
+            except Exception as exc:
+                if not is_transient(exc) or attempt == MAX_ATTEMPTS - 1:
+                    raise
+                backoff(attempt)
+        raise AssertionError("unreachable")
+
+    def existing_keys(self, target: str, key: Iterable[str], time_column: str, days: Iterable[datetime]) -> pa.Table:
+        table = self._load(target)
+        return table.scan(row_filter=day_filter(time_column, days), selected_fields=tuple(key)).to_arrow()

@@ -1,0 +1,57 @@
+"""Test-only fault injection, read in this one place: ``SCHEMAHUB_TEST_FAULT``.
+
+Exactly-once is a claim about crashes, so the tests crash real processes at the
+exact places that matter. The engines call ``fault_point(name)`` there:
+
+- ``ingest.before-commit`` / ``unify.before-commit`` / ``quarantine.before-commit``:
+  the data files and manifests are written, the catalog commit has not happened;
+- ``ingest.after-commit`` / ``unify.after-commit`` / ``quarantine.after-commit``:
+  the catalog has the new snapshot, the engine has not seen the response yet.
+
+``SCHEMAHUB_TEST_FAULT=<point>:<n>[:<action>][,...]`` fires at the ``n``-th time
+``point`` is reached in this process. Actions: ``kill`` (SIGKILL itself, the
+default), ``raise`` (a lost response: ``InjectedFault``, a ``ConnectionError``,
+whose outcome the engine must treat as unknown) and ``sleep=<seconds>`` (stall,
+to open a race window for a concurrent writer). Unset, it costs one lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+
+ENV = "SCHEMAHUB_TEST_FAULT"
+
+_reached: Counter[str] = Counter()
+
+
+class InjectedFault(ConnectionError):
+    """A fault raised on purpose: the commit's outcome is unknown to the caller."""
+
+
+def reset() -> None:
+    """Forget how often each point was reached (for in-process tests)."""
+    _reached.clear()
+
+
+def fault_point(name: str) -> None:
+    """Fire the fault configured for ``name`` if this is its ``n``-th arrival."""
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    _reached[name] += 1
+    for item in spec.split(","):
+        point, _, rest = item.strip().partition(":")
+        count, _, action = rest.partition(":")
+        if point != name or int(count or 1) != _reached[name]:
+            continue
+        if action in ("", "kill"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif action == "raise":
+            raise InjectedFault(f"injected fault at {name} #{_reached[name]}")
+        elif action.startswith("sleep="):
+            time.sleep(float(action.split("=", 1)[1]))
+        else:
+            raise ValueError(f"{ENV}: unknown action {action!r} (kill, raise, sleep=<seconds>)")
