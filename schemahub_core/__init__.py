@@ -7,6 +7,7 @@ Plugin authors import everything they need from here::
 
 from .connector import Column, Connector, ConnectorError, Cursor, CursorKind, Page, Stream
 from .hookspecs import hookimpl
+from .http import RateLimit, RetryableError, VenuePolicy, VenueSession, venue_session
 from .targets import Target
 
 __all__ = [
@@ -16,7 +17,12 @@ __all__ = [
     "Cursor",
     "CursorKind",
     "Page",
+    "RateLimit",
+    "RetryableError",
     "Stream",
     "Target",
+    "VenuePolicy",
+    "VenueSession",
     "hookimpl",
+    "venue_session",
 ]

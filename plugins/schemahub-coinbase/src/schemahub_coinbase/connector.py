@@ -1,12 +1,40 @@
-"""Coinbase Exchange: ``/products/{id}/trades``, cursor = trade_id (``after``/``before``)."""
+"""Coinbase Exchange: ``/products/{id}/trades`` (cursor = trade_id) and ``/products/{id}/ticker`` quotes.
+
+Coinbase pages by ``trade_id`` only, newest first: ``after=X`` gives older
+trades (ids < X), ``before=X`` the adjacent newer page (ids > X). There is no
+time parameter, so a first run with ``since`` locates the first trade at or
+after ``since`` by paging older with ``after`` (exponential steps back from the
+newest trade, then bisection: about 2·log2(N) one-row requests instead of N/1000
+full pages), and from there every page walks forward with ``before=<last id>``,
+which is also how a run resumes from its cursor. ``until`` is exclusive.
+REST ``side`` is the MAKER's side; the mapping inverts it.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
 import pyarrow as pa
 
-from schemahub_core import Column, Connector, CursorKind, Stream
+from schemahub_core import (
+    Column,
+    Connector,
+    ConnectorError,
+    Cursor,
+    CursorKind,
+    Page,
+    RateLimit,
+    Stream,
+    VenuePolicy,
+    venue_session,
+)
 
 TS = pa.timestamp("us", tz="UTC")
+BASE_URL = "https://api.exchange.coinbase.com"
+PAGE_SIZE = 1000
 
 TRADES = Stream(
     name="trades",
@@ -23,9 +51,162 @@ TRADES = Stream(
     event_time="time",
 )
 
+QUOTES = Stream(
+    name="quotes",
+    columns=(
+        Column("product_id", pa.string()),
+        Column("trade_id", pa.int64()),
+        Column("price", pa.float64(), "to_double"),  # last trade
+        Column("size", pa.float64(), "to_double"),  # last trade's size, not a quote size
+        Column("bid", pa.float64(), "to_double"),
+        Column("ask", pa.float64(), "to_double"),
+        Column("bid_size", pa.float64(), "to_double"),  # not in the REST ticker (null); WebSocket ticker has it
+        Column("ask_size", pa.float64(), "to_double"),
+        Column("volume", pa.float64(), "to_double"),
+        Column("time", TS, "iso8601"),
+    ),
+    key=("product_id", "time"),
+    cursor_kind=CursorKind.TIME,
+    event_time="time",
+)
+
+
+def _error_message(body: Any) -> str | None:
+    return str(body["message"]) if isinstance(body, dict) and "message" in body else None
+
+
+POLICY = VenuePolicy(
+    name="coinbase",
+    rate=RateLimit(10, 1),  # public endpoints: 10 requests/s per IP (bursts to 15)
+    error_message=_error_message,
+)
+
+
+def _parse_time(text: str) -> datetime:
+    """Coinbase ISO time (µs or ms, ``Z``) to an aware datetime, exactly."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
 
 class CoinbaseConnector(Connector):
+    """Options: ``base_url``, ``page_size`` and the session's ``rate_limit`` / ``timeout`` / ``max_retries``.
+    Public market data needs no API key."""
+
     name = "coinbase"
     description = "Coinbase Exchange REST"
-    streams = {"trades": TRADES}
+    streams = {"trades": TRADES, "quotes": QUOTES}
     default_symbols = ("BTC-USD", "ETH-USD")
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.base_url = str(self.options.get("base_url") or BASE_URL).rstrip("/")
+        self.page_size = int(self.options.get("page_size") or PAGE_SIZE)
+        self.session = venue_session(POLICY, self.options)
+
+    def native_symbol(self, symbol: str) -> str:
+        return symbol.replace("/", "-").upper()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _trades(self, product: str, **params: Any) -> list[dict[str, Any]]:
+        rows, _ = self.session.get_json(f"{self.base_url}/products/{product}/trades", params)
+        if not isinstance(rows, list):
+            raise ConnectorError(f"coinbase: trades for {product} returned {type(rows).__name__}, expected a list")
+        return rows
+
+    def _trade_before(self, product: str, trade_id: int) -> dict[str, Any] | None:
+        """The newest trade with an id below ``trade_id`` (one row)."""
+        rows = self._trades(product, after=trade_id, limit=1)
+        return rows[0] if rows and isinstance(rows[0], dict) else None
+
+    def _start_id(self, product: str, since: datetime) -> int | None:
+        """The id just before the first trade at or after ``since`` (None: no trade that late yet)."""
+        newest = self._trades(product, limit=1)
+        if not newest or _parse_time(newest[0]["time"]) < since:
+            return None
+        hi = int(newest[0]["trade_id"])  # a trade at or after `since`
+        step, lo = 1000, None
+        while lo is None:  # page older in growing steps until a trade before `since`
+            row = self._trade_before(product, hi - step + 1)
+            if row is None:
+                return hi - step  # history starts after `since`: every remaining trade qualifies
+            if _parse_time(row["time"]) < since:
+                lo = int(row["trade_id"])
+            else:
+                hi, step = int(row["trade_id"]), step * 2
+        while hi - lo > 1:  # bisect: lo is before `since`, hi at or after it
+            mid = (lo + hi) // 2
+            row = self._trade_before(product, mid + 1)
+            if row is None or int(row["trade_id"]) <= lo:
+                lo = mid
+            elif _parse_time(row["time"]) < since:
+                lo = int(row["trade_id"])
+            else:
+                hi = int(row["trade_id"])
+        return lo
+
+    def fetch(
+        self,
+        stream: str,
+        symbol: str,
+        cursor: Cursor,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[Page]:
+        """Pages of ``stream`` in ascending trade_id order (see the module docstring)."""
+        product = self.native_symbol(symbol)
+        if stream == "quotes":
+            yield self._quote(product)
+            return
+        if stream != "trades":
+            raise ConnectorError(f"coinbase: unknown stream {stream!r} (streams: {', '.join(self.streams)})")
+        since, until = _aware(since), _aware(until)
+        if cursor is None and since is not None:
+            start = self._start_id(product, since)
+            if start is None:
+                return
+            cursor = start
+        if cursor is None:  # no position at all: the newest page, then forward from it
+            rows = self._trades(product, limit=self.page_size)
+        else:
+            rows = self._trades(product, before=int(cursor), limit=self.page_size)
+        while True:
+            rows = sorted(rows, key=_order)
+            records, payloads, last_id, done = [], [], None, False
+            for row in rows:
+                if until is not None and isinstance(row, dict) and _time_or_none(row) is not None \
+                        and _time_or_none(row) >= until:
+                    done = True
+                    break
+                payloads.append(json.dumps(row, separators=(",", ":")))
+                records.append({**row, "product_id": product} if isinstance(row, dict) else row)
+                if isinstance(row, dict) and isinstance(row.get("trade_id"), int):
+                    last_id = row["trade_id"] if last_id is None else max(last_id, row["trade_id"])
+            if records:
+                yield Page(records, last_id if last_id is not None else cursor, payloads)
+            if done or len(rows) < self.page_size or last_id is None:
+                return
+            rows = self._trades(product, before=last_id, limit=self.page_size)
+
+    def _quote(self, product: str) -> Page:
+        body, _ = self.session.get_json(f"{self.base_url}/products/{product}/ticker")
+        if not isinstance(body, dict):
+            raise ConnectorError(f"coinbase: ticker for {product} returned {type(body).__name__}, expected an object")
+        return Page([{**body, "product_id": product}], body.get("time"), [json.dumps(body, separators=(",", ":"))])
+
+
+def _time_or_none(row: dict[str, Any]) -> datetime | None:
+    try:
+        return _parse_time(row["time"]).astimezone(UTC)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+
+def _order(row: Any) -> int:
+    """Ascending trade_id; rows without a usable id (quarantined later) first."""
+    return row["trade_id"] if isinstance(row, dict) and isinstance(row.get("trade_id"), int) else -1
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment

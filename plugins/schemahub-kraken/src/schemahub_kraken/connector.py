@@ -1,12 +1,48 @@
-"""Kraken Spot: ``/0/public/Trades``, cursor = the nanosecond ``last`` token."""
+"""Kraken Spot: ``/0/public/Trades`` (cursor = the nanosecond ``last`` token) and ``/0/public/Ticker`` quotes.
+
+Kraken answers errors in a 200 body (``{"error": ["EAPI:Rate limit exceeded"]}``
+is retried, ``EQuery:Unknown asset pair`` is not), keys the result by its own
+pair name (ask for ``XBTUSD``, get ``XXBTZUSD``), and writes ``time`` as JSON
+float seconds: the body is parsed with floats kept as their decimal text so the
+``from_s`` cast is exact to the microsecond. ``since`` is exclusive on Kraken,
+so a first run starts at ``since - 1 ns``; ``until`` is exclusive; when a run
+stops at ``until`` mid-page the cursor is the last *yielded* trade's time, not
+the page's ``last``, so a resume neither skips nor repeats.
+"""
 
 from __future__ import annotations
 
-import pyarrow as pa
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
-from schemahub_core import Column, Connector, CursorKind, Stream
+import pyarrow as pa
+import requests
+
+from schemahub_core import (
+    Column,
+    Connector,
+    ConnectorError,
+    Cursor,
+    CursorKind,
+    Page,
+    RateLimit,
+    RetryableError,
+    Stream,
+    VenuePolicy,
+    venue_session,
+)
 
 TS = pa.timestamp("us", tz="UTC")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BASE_URL = "https://api.kraken.com"
+PAGE_SIZE = 1000
+FIELDS = ("price", "volume", "time", "side", "ordertype", "misc", "trade_id")
+# Canonical -> the pair name Kraken accepts in requests (it answers with its own key, e.g. XXBTZUSD).
+PAIRS = {"BTC-USD": "XBTUSD", "ETH-USD": "ETHUSD", "BTC-EUR": "XBTEUR", "ETH-EUR": "ETHEUR", "ETH-BTC": "ETHXBT"}
+RETRYABLE = ("EAPI:Rate limit exceeded", "EService:Unavailable", "EService:Busy", "EGeneral:Temporary lockout")
 
 TRADES = Stream(
     name="trades",
@@ -25,9 +61,145 @@ TRADES = Stream(
     event_time="time",
 )
 
+QUOTES = Stream(
+    name="quotes",
+    columns=(
+        Column("pair", pa.string()),
+        Column("bid", pa.float64(), "to_double"),
+        Column("bid_lot_volume", pa.float64(), "to_double"),  # Ticker lot volume: not book depth
+        Column("ask", pa.float64(), "to_double"),
+        Column("ask_lot_volume", pa.float64(), "to_double"),
+        Column("bid_qty", pa.float64(), "to_double"),  # null from REST; the WebSocket ticker has real sizes
+        Column("ask_qty", pa.float64(), "to_double"),
+        Column("last", pa.float64(), "to_double"),
+        Column("time", TS, "from_us"),  # Ticker has no time: the connector's receive time, µs
+    ),
+    key=("pair", "time"),
+    cursor_kind=CursorKind.TIME,
+    event_time="time",
+)
+
+
+def check_body(response: requests.Response, body: Any) -> None:
+    """Kraken reports errors inside 200 bodies: retry the transient ones, refuse the rest."""
+    errors = body.get("error") if isinstance(body, dict) else None
+    if not errors:
+        if not isinstance(body, dict) or "result" not in body:
+            raise ConnectorError(f"kraken: unexpected body from {response.url}: {str(body)[:120]}")
+        return
+    text = "; ".join(map(str, errors))
+    if any(str(e).startswith(RETRYABLE) for e in errors):
+        raise RetryableError(text)
+    path = requests.utils.urlparse(response.url).path
+    raise ConnectorError(f"kraken: {path}: {text}")
+
+
+POLICY = VenuePolicy(
+    name="kraken",
+    rate=RateLimit(1, 1),  # public endpoints: about 1 request/s sustained
+    backoff=1.0,
+    parse_float=str,  # keep `time` (and any float) as its exact decimal text
+    check_body=check_body,
+)
+
+
+def _ns(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def time_ns(value: Any) -> int | None:
+    """Kraken float seconds (as decimal text or int) to exact integer nanoseconds (floored)."""
+    try:
+        return int((Decimal(str(value)) * 1_000_000_000).to_integral_value(rounding="ROUND_FLOOR"))
+    except (InvalidOperation, ValueError):
+        return None
+
 
 class KrakenConnector(Connector):
+    """Options: ``base_url``, ``page_size`` (``count``, ≤ 1000) and the session's ``rate_limit`` / ``timeout`` /
+    ``max_retries``. Public market data needs no API key."""
+
     name = "kraken"
     description = "Kraken Spot REST"
-    streams = {"trades": TRADES}
+    streams = {"trades": TRADES, "quotes": QUOTES}
     default_symbols = ("BTC-USD", "ETH-USD")
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.base_url = str(self.options.get("base_url") or BASE_URL).rstrip("/")
+        self.page_size = int(self.options.get("page_size") or PAGE_SIZE)
+        self.session = venue_session(POLICY, self.options)
+
+    def native_symbol(self, symbol: str) -> str:
+        canonical = symbol.upper().replace("/", "-")
+        return PAIRS.get(canonical, canonical.replace("-", "").replace("BTC", "XBT"))
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _result(self, path: str, params: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+        body, _ = self.session.get_json(f"{self.base_url}{path}", params)
+        result = body["result"]
+        keys = [k for k in result if k != "last"]
+        if len(keys) != 1:
+            raise ConnectorError(f"kraken: {path} for {params.get('pair')}: expected one pair in the result, "
+                                 f"got {keys}")
+        return keys[0], result[keys[0]], result
+
+    def fetch(
+        self,
+        stream: str,
+        symbol: str,
+        cursor: Cursor,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[Page]:
+        """Pages of ``stream`` in time order (see the module docstring)."""
+        pair = self.native_symbol(symbol)
+        if stream == "quotes":
+            yield self._quote(pair)
+            return
+        if stream != "trades":
+            raise ConnectorError(f"kraken: unknown stream {stream!r} (streams: {', '.join(self.streams)})")
+        position: int | None = int(cursor) if cursor is not None else (_ns(since) - 1 if since is not None else None)
+        until_ns = _ns(until) if until is not None else None
+        while True:
+            params = {"pair": pair, "count": self.page_size}
+            if position is not None:
+                params["since"] = position
+            key, rows, result = self._result("/0/public/Trades", params)
+            if not isinstance(rows, list):
+                raise ConnectorError(f"kraken: Trades for {pair} returned {type(rows).__name__}, expected a list")
+            records, payloads, last_ns, done = [], [], None, False
+            for row in rows:
+                t = time_ns(row[2]) if isinstance(row, list) and len(row) > 2 else None
+                if until_ns is not None and t is not None and t >= until_ns:
+                    done = True
+                    break
+                payloads.append(json.dumps(row, separators=(",", ":")))
+                records.append(dict(zip(FIELDS, row, strict=False), pair=key) if isinstance(row, list) else row)
+                if t is not None:
+                    last_ns = t if last_ns is None else max(last_ns, t)
+            page_cursor = str(last_ns) if done and last_ns is not None else str(result.get("last") or last_ns)
+            if records:
+                yield Page(records, page_cursor, payloads)
+            advanced = page_cursor not in (None, "None") and (position is None or int(page_cursor) > position)
+            if done or len(rows) < self.page_size or not advanced:
+                return
+            position = int(page_cursor)
+
+    def _quote(self, pair: str) -> Page:
+        key, info, _ = self._result("/0/public/Ticker", {"pair": pair})
+        if not isinstance(info, dict):
+            raise ConnectorError(f"kraken: Ticker for {pair} returned {type(info).__name__}, expected an object")
+
+        def field(name: str, i: int) -> Any:
+            value = info.get(name)
+            return value[i] if isinstance(value, list) and len(value) > i else None
+
+        record = {"pair": key, "bid": field("b", 0), "bid_lot_volume": field("b", 2), "ask": field("a", 0),
+                  "ask_lot_volume": field("a", 2), "bid_qty": None, "ask_qty": None, "last": field("c", 0),
+                  "time": _ns(datetime.now(UTC)) // 1000}
+        return Page([record], record["time"], [json.dumps(info, separators=(",", ":"))])
