@@ -83,10 +83,11 @@ def trades_for(name: str, seed: int, symbol: str, count: int, malformed: frozens
     for i in range(count):
         t += rng.randrange(50, 900)
         trade_id = first_id + i
+        price = f"{42000 + rng.uniform(-50, 50):.2f}"  # drawn even when garbled: the rest stays the same
         out.append({
             "symbol": native(symbol),
             "id": trade_id,
-            "price": "not-a-price" if trade_id in malformed else f"{42000 + rng.uniform(-50, 50):.2f}",
+            "price": "not-a-price" if trade_id in malformed else price,
             "qty": f"{rng.uniform(0.001, 2):.6f}",
             "time": t,
             "is_buyer_maker": rng.random() < 0.5,
