@@ -285,12 +285,13 @@ def replay(ctx: Context, at: str, window: str, symbol: str, venues: tuple[str, .
     if as_json:
         emit_json({**result.summary(), "html": str(written) if written else None})
         return
-    if console.is_terminal:
+    animated = console.is_terminal
+    if animated:
         try:
             play(result, console, speed=speed)
         except KeyboardInterrupt:
             pass
-    console.print(render_report(result))
+    console.print(render_report(result, include_frame=not animated))
     if written:
         console.print(f"wrote interactive chart to [bold]{written}[/] (self-contained, opens offline)", highlight=False)
 
@@ -471,6 +472,47 @@ def status(ctx: Context, as_json: bool) -> None:
 
 # --- end of run / status ---
 
+
+# --- maintain ---
+
+
+@cli.command()
+@click.option("--expire-older-than", "expire_older_than", default="7d", show_default=True,
+              help="Expire snapshots older than this (7d, 12h, 30m, or an ISO-8601 time); 'never' keeps all. "
+                   "Snapshots holding cursors or unify's source positions are always kept.")
+@click.option("--compact", "do_compact", is_flag=True, help="Also rewrite each partition's small files into one.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per table.")
+@pass_ctx
+def maintain(ctx: Context, expire_older_than: str, do_compact: bool, as_json: bool) -> None:
+    """Compact small files and expire old snapshots so commit and scan time stay flat as history grows.
+
+    Safe while ingest and unify run: the engine's progress is carried forward and never expired.
+    """
+    from .ingest import parse_when
+    from .maintenance import maintain as run_maintain
+
+    try:
+        older_than = None if expire_older_than == "never" else parse_when(expire_older_than)
+    except ValueError as exc:
+        fail(f"--expire-older-than: {exc}")
+    reports = run_maintain(ctx.catalog(), ctx.settings.namespace, older_than, do_compact)
+    if as_json:
+        emit_json([r.as_dict() for r in reports])
+    else:
+        table = Table(title=f"maintenance of namespace {ctx.settings.namespace}")
+        for col in ("table", "snapshots", "expired", "kept for engine", "data files", "partitions compacted",
+                    "status"):
+            table.add_column(col, overflow="fold")
+        for r in reports:
+            table.add_row(r.table, str(r.snapshots_before), str(r.snapshots_expired),
+                          str(r.snapshots_kept_for_engine), f"{r.files_before} -> {r.files_after}",
+                          str(r.partitions_compacted), f"[red]{r.error}[/]" if r.error else "[green]ok[/]")
+        console.print(table)
+    if any(r.error for r in reports):
+        sys.exit(1)
+
+
+# --- end of maintain ---
 
 def _load_plugin_commands() -> None:
     pm = plugins.load_plugins()

@@ -488,8 +488,9 @@ def _bps(x: float, signed: bool = False) -> str:
 
 def _lag_lines(replay: Replay) -> Text:
     ll = replay.lead_lag
-    text = Text("lead–lag: ", style="bold")
-    text.append("; ".join(ll.headlines()) or "one venue only", style="magenta")
+    text = Text("lead–lag", style="bold")
+    for line in ll.headlines() or ["one venue only"]:
+        text.append("\n  " + line, style="magenta")
     return text
 
 
@@ -497,8 +498,9 @@ def render_frame(replay: Replay, t_us: int) -> RenderableType:
     """The terminal view at instant ``t_us``: slider, venue table, disagreement and its peak, lead–lag, tape."""
     s = replay.state_at(t_us)
     snap = f"snapshot {replay.snapshot_id}" if replay.snapshot_id is not None else "no snapshot"
-    header = Text(f"{replay.request.symbol.upper()} replay  {_iso(replay.start_us)} → {_iso(replay.end_us)}  "
-                  f"· {snap}" + (f" (as of {replay.request.as_of})" if replay.request.as_of else ""), style="bold")
+    header = Text(f"{replay.request.symbol.upper()} replay  {_iso(replay.start_us)} → {_iso(replay.end_us)}\n",
+                  style="bold")
+    header.append(snap + (f" (as of {replay.request.as_of})" if replay.request.as_of else ""), style="cyan")
     venues = RichTable(box=None, pad_edge=False, header_style="bold")
     for col, justify in (("venue", "left"), ("symbol", "left"), ("last", "right"), ("vs median bps", "right"),
                          (f"spread bps ({replay.spread_source})", "right"), ("trades", "right"),
@@ -527,8 +529,11 @@ def render_frame(replay: Replay, t_us: int) -> RenderableType:
     return Group(header, _slider(replay, t_us), Text(), venues, Text(), dis, _lag_lines(replay), Text(), tape)
 
 
-def render_report(replay: Replay, steps: int = 12) -> RenderableType:
-    """Non-interactive output: a timeline of frames (``steps`` + 1 instants), the peak, per-venue summary."""
+def render_report(replay: Replay, steps: int = 12, *, include_frame: bool = True) -> RenderableType:
+    """Non-interactive output: the final frame, a timeline of ``steps`` + 1 frames, the peak, per-venue summary.
+
+    After an animation the final frame is already on screen, hence ``include_frame``.
+    """
     summary = replay.summary()
     timeline = RichTable(title=f"{replay.request.symbol.upper()} timeline "
                                f"({', '.join(f'{v} {s}' for v, s in replay.markets.items())})",
@@ -555,7 +560,8 @@ def render_report(replay: Replay, steps: int = 12) -> RenderableType:
     peak = Text(f"peak disagreement {_bps(d['peak_bps'] or float('nan'))} bps at {d['peak_at'] or '—'}; "
                 f"mean {_bps(d['mean_bps'] or float('nan'))} bps; {summary['trades']} trades read from "
                 f"{summary['files_scanned']} data file(s)", style="bold")
-    return Group(render_frame(replay, replay.end_us - 1), Text(), timeline, per_venue, peak)
+    parts: list[RenderableType] = [render_frame(replay, replay.end_us - 1), Text()] if include_frame else [Text()]
+    return Group(*parts, timeline, per_venue, peak)
 
 
 def play(replay: Replay, console: Console, speed: float = 0.2, fps: int = 30) -> None:
