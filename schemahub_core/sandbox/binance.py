@@ -97,7 +97,7 @@ class BinanceApp(VenueApp):
         trades = m.trades_from("binance", asset, index, limit, until)
         rows = [_row(t) for t in trades]
         if corrupt and rows:
-            rows[len(rows) // 2]["p"] = "not-a-price"
+            rows[0]["p"] = "not-a-price"  # the oldest row, inside any requested range
         return JSONResponse(rows)
 
     def book_ticker(self, request: Request, corrupt: bool) -> Response:

@@ -79,7 +79,7 @@ class CoinbaseApp(VenueApp):
         trades = m.trades_from("coinbase", asset, lo, max(0, hi - lo), now) if hi > lo else []
         rows = [_row(t) for t in reversed(trades)]
         if corrupt and rows:
-            rows[len(rows) // 2]["time"] = "yesterday at noon"
+            rows[-1]["time"] = "yesterday at noon"  # the oldest row
         headers = {"CB-BEFORE": str(rows[0]["trade_id"]), "CB-AFTER": str(rows[-1]["trade_id"])} if rows else {}
         return JSONResponse(rows, headers=headers)
 

@@ -86,7 +86,7 @@ class KrakenApp(VenueApp):
         trades = m.trades_from("kraken", asset, index, count, now)
         rows = [_row(t) for t in trades]
         if corrupt and rows:
-            rows[len(rows) // 2][0] = "NaN-ish"
+            rows[0][0] = "NaN-ish"  # the oldest row
         last = str(trades[-1].time_ns) if trades else str(since if since is not None else now)
         return _dumps({"error": [], "result": {pair: rows, "last": last}})
 

@@ -50,6 +50,9 @@ SYMBOLS = {
 }
 
 
+_KRAKEN_ALIASES = {"XBTUSD": "XXBTZUSD", "ETHUSD": "XETHZUSD"}
+
+
 class Clock:
     """Simulated "now": ``start`` plus wall time elapsed since the sandbox started, times ``speed``."""
 
@@ -128,6 +131,17 @@ class Sandbox:
         if venue not in self.venues:
             raise ValueError(f"unknown venue {venue!r} (venues: {', '.join(self.venues)})")
         self.faults.add(Fault(venue, kind, **options))
+
+    def expected_trade_ids(self, venue: str, native_symbol: str, since: datetime, until: datetime) -> list[int]:
+        """Ids of the simulated trades with ``since <= time < until`` (the truth tests compare against)."""
+        canonical = SYMBOLS[venue].get(native_symbol) or SYMBOLS[venue][_KRAKEN_ALIASES.get(native_symbol, "")]
+        asset = canonical.split("-")[0]
+        lo, hi = to_ns(since), to_ns(until)
+        if venue == "binance":  # Binance times are whole milliseconds: compare as Binance does
+            lo, hi = -(-lo // 1_000_000) * 1_000_000, -(-hi // 1_000_000) * 1_000_000
+        first = self.market.index_at(venue, asset, lo)
+        last = self.market.index_at(venue, asset, hi)
+        return [t.id for t in self.market.trades_from(venue, asset, first, last - first, hi - 1)]
 
     def stats(self) -> dict[str, Any]:
         return {name: venue.stats.as_dict() for name, venue in self.venues.items()}

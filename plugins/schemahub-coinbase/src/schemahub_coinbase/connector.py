@@ -114,35 +114,45 @@ class CoinbaseConnector(Connector):
             raise ConnectorError(f"coinbase: trades for {product} returned {type(rows).__name__}, expected a list")
         return rows
 
-    def _trade_before(self, product: str, trade_id: int) -> dict[str, Any] | None:
-        """The newest trade with an id below ``trade_id`` (one row)."""
+    def _trade_before(self, product: str, trade_id: int) -> tuple[int, datetime] | None:
+        """(id, time) of the newest trade with an id below ``trade_id``; None when there is none."""
         rows = self._trades(product, after=trade_id, limit=1)
-        return rows[0] if rows and isinstance(rows[0], dict) else None
+        return self._id_time(product, rows[0]) if rows else None
+
+    @staticmethod
+    def _id_time(product: str, row: Any) -> tuple[int, datetime]:
+        t = _time_or_none(row) if isinstance(row, dict) else None
+        if t is None or not isinstance(row.get("trade_id"), int):
+            raise ConnectorError(f"coinbase: malformed trade while locating the start time for {product}: "
+                                 f"{str(row)[:120]}")
+        return row["trade_id"], t
 
     def _start_id(self, product: str, since: datetime) -> int | None:
         """The id just before the first trade at or after ``since`` (None: no trade that late yet)."""
         newest = self._trades(product, limit=1)
-        if not newest or _parse_time(newest[0]["time"]) < since:
+        if not newest:
             return None
-        hi = int(newest[0]["trade_id"])  # a trade at or after `since`
+        hi, t = self._id_time(product, newest[0])  # hi: a trade at or after `since`
+        if t < since:
+            return None
         step, lo = 1000, None
         while lo is None:  # page older in growing steps until a trade before `since`
-            row = self._trade_before(product, hi - step + 1)
-            if row is None:
+            found = self._trade_before(product, hi - step + 1)
+            if found is None:
                 return hi - step  # history starts after `since`: every remaining trade qualifies
-            if _parse_time(row["time"]) < since:
-                lo = int(row["trade_id"])
+            if found[1] < since:
+                lo = found[0]
             else:
-                hi, step = int(row["trade_id"]), step * 2
+                hi, step = found[0], step * 2
         while hi - lo > 1:  # bisect: lo is before `since`, hi at or after it
             mid = (lo + hi) // 2
-            row = self._trade_before(product, mid + 1)
-            if row is None or int(row["trade_id"]) <= lo:
+            found = self._trade_before(product, mid + 1)
+            if found is None or found[0] <= lo:
                 lo = mid
-            elif _parse_time(row["time"]) < since:
-                lo = int(row["trade_id"])
+            elif found[1] < since:
+                lo = found[0]
             else:
-                hi = int(row["trade_id"])
+                hi = found[0]
         return lo
 
     def fetch(
