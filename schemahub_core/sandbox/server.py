@@ -169,7 +169,9 @@ class Sandbox:
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, port: int = 0, host: str = "127.0.0.1") -> Sandbox:
         """Serve in a background thread (``port=0``: a free port); returns once it accepts connections."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP,
+        # and without it every keep-alive request waits ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         self.host, self.port = host, sock.getsockname()[1]

@@ -138,9 +138,9 @@ class CoinbaseConnector(Connector):
         step, lo = 1000, None
         while lo is None:  # page older in growing steps until a trade before `since`
             found = self._trade_before(product, hi - step + 1)
-            if found is None:
-                return hi - step  # history starts after `since`: every remaining trade qualifies
-            if found[1] < since:
+            if found is None:  # history starts within the step: bisect from before its start
+                lo = hi - step
+            elif found[1] < since:
                 lo = found[0]
             else:
                 hi, step = found[0], step * 2
