@@ -11,6 +11,11 @@ constant basis (BTC-USDT against BTC-USD) irrelevant. Maximising the cross-covar
 sampled at the follower's trades is the same criterion. When latency jitters the tip of the V is flat, so
 the curve is smoothed over ``SMOOTH_MS`` before taking its minimum (sub-millisecond by a parabola through it).
 
+Trade prices bounce between the bid and the ask, and during a volatility event spreads widen many times over,
+so before aligning each venue's log prices are corrected for that bounce when the taker side is known: taker
+buys print at the ask and sells at the bid, so a Roll-style regression of price changes on side changes,
+``beta = cov(dlog p, ds) / var(ds)``, estimates the half spread, and ``log p - beta * side`` is the mid.
+
 The confidence figure comes from a block bootstrap over consecutive follower trades: the share of resampled
 estimates within ``tolerance_ms`` of the point estimate, plus a 90 % interval. A flat objective (a quiet
 market, nothing to align) spreads the bootstrap out and the confidence drops, which is what a reader needs to
@@ -79,6 +84,23 @@ class LeadLag:
                 "headlines": self.headlines()}
 
 
+def debounce(log_price: np.ndarray, side: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """Remove bid–ask bounce from log trade prices given the taker side (+1 buy, -1 sell, 0 unknown).
+
+    Returns the corrected log prices and the estimated half spread (log units, >= 0). Without sides, or when
+    the sides never change, the prices are returned unchanged.
+    """
+    if side is None or len(side) < 3:
+        return log_price, 0.0
+    s = np.asarray(side, dtype=np.float64)
+    ds = np.diff(s)
+    denom = float(np.dot(ds, ds))
+    if denom == 0:
+        return log_price, 0.0
+    beta = max(0.0, float(np.dot(np.diff(log_price), ds)) / denom)
+    return log_price - beta * s, beta
+
+
 def _last_per_timestamp(t_ms: np.ndarray, logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keep the last trade of each timestamp so interpolation sees strictly increasing times."""
     last = np.r_[t_ms[1:] != t_ms[:-1], True]
@@ -91,6 +113,8 @@ def estimate_lag(
     t_us: np.ndarray,
     price: np.ndarray,
     *,
+    ref_side: np.ndarray | None = None,
+    side: np.ndarray | None = None,
     max_lag_ms: int = DEFAULT_MAX_LAG_MS,
     n_boot: int = 200,
     tolerance_ms: float = 10.0,
@@ -98,7 +122,8 @@ def estimate_lag(
 ) -> tuple[float | None, float | None, float | None, float, int, str]:
     """Lag (ms) of the series (``t_us``, ``price``) behind the reference series, with its uncertainty.
 
-    Inputs are trade times in epoch microseconds (sorted) and prices. Returns
+    Inputs are trade times in epoch microseconds (sorted), prices and optionally taker sides (+1 buy, -1 sell,
+    0 unknown) used to remove bid–ask bounce. Returns
     ``(lag_ms, ci_low_ms, ci_high_ms, confidence, n_ticks_used, note)``; ``lag_ms`` is None when there is not
     enough data (the note says why).
     """
@@ -106,9 +131,10 @@ def estimate_lag(
     t = np.asarray(t_us, dtype=np.int64)
     if len(ref_t) < MIN_TICKS or len(t) < MIN_TICKS:
         return None, None, None, 0.0, int(len(t)), f"fewer than {MIN_TICKS} ticks"
-    x_t, x = _last_per_timestamp(ref_t / 1000.0, np.log(np.asarray(ref_price, dtype=np.float64)))
+    x_t, x = _last_per_timestamp(ref_t / 1000.0, debounce(np.log(np.asarray(ref_price, dtype=np.float64)),
+                                                          ref_side)[0])
     y_t = t / 1000.0
-    y = np.log(np.asarray(price, dtype=np.float64))
+    y = debounce(np.log(np.asarray(price, dtype=np.float64)), side)[0]
     # only follower trades whose every shifted time falls inside the reference's span (no extrapolation)
     inside = (y_t - max_lag_ms >= x_t[0]) & (y_t + max_lag_ms <= x_t[-1])
     y_t, y = y_t[inside], y[inside]
@@ -161,13 +187,13 @@ def estimate_lag(
 
 
 def lead_lag(
-    series: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    series: Mapping[str, tuple[np.ndarray, ...]],
     *,
     max_lag_ms: int = DEFAULT_MAX_LAG_MS,
     n_boot: int = 200,
     seed: int = 0,
 ) -> LeadLag:
-    """Find the leader among venues (``{venue: (t_us, price)}``) and each other venue's lag behind it.
+    """Find the leader among venues (``{venue: (t_us, price[, side])}``) and each other venue's lag behind it.
 
     First every venue is measured against the busiest one (the best-sampled reference); the venue with the
     smallest lag is the leader, and if that is not the reference the lags are measured again against it, so
@@ -180,11 +206,13 @@ def lead_lag(
 
     def against(ref: str) -> dict[str, LagEstimate]:
         out = {}
-        for venue, (t, p) in series.items():
+        r = usable[ref]
+        for venue, s in series.items():
             if venue == ref:
                 continue
-            lag, lo, hi, conf, n, note = estimate_lag(usable[ref][0], usable[ref][1], t, p,
-                                                      max_lag_ms=max_lag_ms, n_boot=n_boot, seed=seed)
+            lag, lo, hi, conf, n, note = estimate_lag(
+                r[0], r[1], s[0], s[1], ref_side=r[2] if len(r) > 2 else None, side=s[2] if len(s) > 2 else None,
+                max_lag_ms=max_lag_ms, n_boot=n_boot, seed=seed)
             out[venue] = LagEstimate(venue, ref, lag, lo, hi, conf, n, note)
         return out
 

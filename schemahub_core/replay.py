@@ -371,9 +371,10 @@ class Replay:
 
     @property
     def lead_lag(self) -> LeadLag:
-        """Lead–lag over the lead-in plus the window (computed once, on first use)."""
+        """Lead–lag over the lead-in plus the window (computed once, on first use); taker sides remove bounce."""
         if self._lead_lag is None:
-            series = {v: (self.t[self.venue_idx == j], self.price[self.venue_idx == j])
+            sign = np.where(self.side == "BUY", 1.0, np.where(self.side == "SELL", -1.0, 0.0))
+            series = {v: (self.t[self.venue_idx == j], self.price[self.venue_idx == j], sign[self.venue_idx == j])
                       for j, v in enumerate(self.venues)}
             self._lead_lag = lead_lag(series, max_lag_ms=self.request.max_lag_ms)
         return self._lead_lag

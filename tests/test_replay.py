@@ -73,10 +73,12 @@ def trades_table(catalog):
 
 
 def simulate(lags_ms: dict[str, float], rates: dict[str, float], seed: int, *, seconds: float = 14.0,
-             sigma_bps: float = 0.4, noise_bps: float = 1.2, jitter_ms: float = 15.0) -> dict[str, tuple]:
+             sigma_bps: float = 0.4, noise_bps: float = 1.2, jitter_ms: float = 15.0,
+             half_spread_bps: float = 2.0) -> dict[str, tuple]:
     """A latent random-walk price (1 ms steps, a 6 s burst of triple volatility) seen by each venue with its
-    lag (plus uniform latency jitter) at Poisson trade times, each trade with microstructure noise and the
-    venue's own quote-currency basis."""
+    lag (plus uniform latency jitter) at Poisson trade times; each trade prints at the bid or the ask (bounce
+    by its taker side), with extra noise and the venue's own quote-currency basis. Returns
+    ``{venue: (t_us, price, side)}``."""
     rng = np.random.default_rng(seed)
     n = int(seconds * 1000) + 2000
     vol = np.full(n, sigma_bps * 1e-4)
@@ -89,8 +91,9 @@ def simulate(lags_ms: dict[str, float], rates: dict[str, float], seed: int, *, s
         delay = lag + (rng.uniform(-jitter_ms, jitter_ms, k) if lag else 0.0)
         idx = np.clip((t_ms - delay).astype(np.int64), 0, n - 1)
         basis = 1.0003 if SYMBOLS[venue].endswith("USDT") else 1.0
-        prices = np.exp(log_price[idx] + rng.normal(0.0, noise_bps * 1e-4, k)) * basis
-        out[venue] = ((t_ms * 1000).astype(np.int64) + us(EVENT) - 2_000_000, prices)
+        side = rng.choice([-1.0, 1.0], k)
+        prices = np.exp(log_price[idx] + side * half_spread_bps * 1e-4 + rng.normal(0.0, noise_bps * 1e-4, k))
+        out[venue] = ((t_ms * 1000).astype(np.int64) + us(EVENT) - 2_000_000, prices * basis, side)
     return out
 
 
@@ -222,8 +225,8 @@ def test_html_is_offline_and_has_every_venue(catalog, tmp_path: Path) -> None:
     series = simulate({"COINBASE": 80, "KRAKEN": 300, "BINANCE": 0}, {"BINANCE": 50, "COINBASE": 20, "KRAKEN": 8},
                       seed=3)
     table = trades_table(catalog)
-    for venue, (t, p) in series.items():
-        table.append(trades(venue, t, p))
+    for venue, (t, p, side) in series.items():
+        table.append(trades(venue, t, p, ["BUY" if x > 0 else "SELL" for x in side]))
     replay = load_replay(catalog, "schemahub", ReplayRequest("BTC-USD", EVENT, timedelta(seconds=12)))
     html = write_html(replay, tmp_path / "replay.html").read_text()
     assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I)  # plotly.js is inline
@@ -235,7 +238,7 @@ def test_html_is_offline_and_has_every_venue(catalog, tmp_path: Path) -> None:
     layout, _ = json.JSONDecoder().raw_decode(call[end:].lstrip(", \n"))
     by_name = {trace["name"]: trace for trace in data}
     start = us(EVENT)
-    for venue, (t, p) in series.items():
+    for venue, (t, p, _) in series.items():
         trace = by_name[f"{venue} {SYMBOLS[venue]}"]
         y = trace["y"]
         y = np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]) if isinstance(y, dict) else np.array(y)
