@@ -1,0 +1,145 @@
+"""Unify: incremental (new raw files only), idempotent, one commit for all sources, any page split."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from scripted_support import NS, expected_rows, registry, restrict, settings_for, unified_rows
+
+from schemahub_core import faults
+from schemahub_core.catalog import open_catalog
+from schemahub_core.ingest import ingest
+from schemahub_core.pipeline import run_pipeline
+from schemahub_core.testing.scripted import START_MS
+from schemahub_core.unify import unify
+
+
+def _mappings(reg):
+    return [m for _, m in reg.mappings]
+
+
+def _snapshot_ids(catalog, name: str) -> list[int]:
+    return [s.snapshot_id for s in catalog.load_table((NS, name)).snapshots()]
+
+
+def test_rerun_with_no_new_raw_data_makes_no_snapshot_and_changes_nothing(tmp_path) -> None:
+    options = {"scripted": {"trades": 12}, "scripted_b": {"trades": 12}}
+    settings = settings_for(tmp_path, options)
+    run_pipeline(settings, registry(), "trades_unified")
+    catalog = open_catalog(settings)
+    before, rows = _snapshot_ids(catalog, "trades_unified"), unified_rows(settings)
+    assert len(before) == 1 and rows == expected_rows(options)
+
+    again = unify(catalog, NS, registry(), "trades_unified", _mappings(registry()))
+    assert (again.commits, again.unified, again.fetched, again.scanned_files) == (0, 0, 0, [])
+    assert _snapshot_ids(catalog, "trades_unified") == before and unified_rows(settings) == rows
+
+
+def test_second_unify_scans_only_the_newly_appended_raw_files(tmp_path) -> None:
+    settings = settings_for(tmp_path, {})
+    catalog, reg = open_catalog(settings), registry()
+    until = datetime.fromtimestamp(START_MS / 1000, UTC) + timedelta(seconds=8)
+    ingest(catalog, NS, reg, "scripted", options={"trades": 30, "page_size": 6}, symbols=["BTC-USD"], until=until)
+    first = unify(catalog, NS, reg, "trades_unified", _mappings(reg))
+    raw = catalog.load_table((NS, "raw_scripted_trades"))
+    old_files = set(raw.inspect.files().column("file_path").to_pylist())
+    assert set(first.scanned_files) == old_files and 0 < first.unified < 30
+
+    ingest(catalog, NS, reg, "scripted", options={"trades": 30, "page_size": 6}, symbols=["BTC-USD"])
+    raw = catalog.load_table((NS, "raw_scripted_trades"))
+    new_files = set(raw.inspect.files().column("file_path").to_pylist()) - old_files
+    second = unify(catalog, NS, reg, "trades_unified", _mappings(reg))
+    assert new_files and set(second.scanned_files) == new_files  # none of the first run's files again
+    assert (second.fetched, second.unified, second.deduplicated) == (30 - first.unified, 30 - first.unified, 0)
+    want = restrict(expected_rows({"scripted": {"trades": 30}}), 0, "SCRIPTED")
+    assert unified_rows(settings) == restrict(want, 1, "BTC-USD")
+
+
+def test_one_commit_covers_every_source_and_stamps_its_commit_time(tmp_path) -> None:
+    options = {"scripted": {"trades": 8}, "scripted_b": {"trades": 5}}
+    settings = settings_for(tmp_path, options)
+    (*_, stats) = run_pipeline(settings, registry(), "trades_unified")
+    catalog = open_catalog(settings)
+    (snapshot,) = catalog.load_table((NS, "trades_unified")).snapshots()
+    summary = snapshot.summary.additional_properties
+    for source in ("raw_scripted_trades", "raw_scripted_b_trades"):
+        assert summary[f"schemahub.source.{source}"] == str(catalog.load_table((NS, source)).current_snapshot()
+                                                            .snapshot_id)
+    stamp = datetime.fromisoformat(summary["schemahub.ingest-ts"])
+    ingest_ts = set(catalog.load_table((NS, "trades_unified")).scan(selected_fields=("ingest_ts",)).to_arrow()
+                    .column("ingest_ts").to_pylist())
+    assert ingest_ts == {stamp} and abs(stamp.timestamp() * 1000 - snapshot.timestamp_ms) < 5_000
+    assert stats.snapshot_id == snapshot.snapshot_id and stats.unified == 8 * 2 + 5
+
+
+def test_a_unify_overtaken_by_another_replans_instead_of_appending_twice(tmp_path, monkeypatch) -> None:
+    options = {"scripted": {"trades": 10}, "scripted_b": {"trades": 10}}
+    settings = settings_for(tmp_path, options)
+    reg = registry()
+    for source in ("scripted", "scripted_b"):
+        ingest(open_catalog(settings), NS, reg, source, options=options[source])
+    monkeypatch.setenv(faults.ENV, "unify.before-commit:1:sleep=1.0")  # the first to get there stalls
+    faults.reset()
+    results = {}
+
+    def run(name: str) -> None:
+        results[name] = unify(open_catalog(settings), NS, reg, "trades_unified", _mappings(reg))
+
+    slow = threading.Thread(target=run, args=("slow",))
+    slow.start()
+    while faults._reached["unify.before-commit"] < 1:
+        threading.Event().wait(0.01)
+    run("fast")
+    slow.join()
+    assert results["fast"].commits == 1 and results["slow"].commits == 0 and not results["slow"].error
+    assert len(_snapshot_ids(open_catalog(settings), "trades_unified")) == 1
+    assert unified_rows(settings) == expected_rows(options)
+
+
+# --- property: any paging, batching, replay and overlap yields the same unified table ------------------------
+
+N_TRADES = 12
+
+
+@st.composite
+def schedules(draw):
+    """Pages covering all trades (windows reaching back = overlap), replays, batch sizes, unify points."""
+    cuts = sorted(draw(st.sets(st.integers(1, N_TRADES - 1), max_size=5)))
+    bounds = [0, *cuts, N_TRADES]
+    pages = [list(range(a - draw(st.integers(0, min(a, 4))), b)) for a, b in zip(bounds, bounds[1:], strict=False)]
+    runs = [pages] + [
+        [pages[i] for i in draw(st.lists(st.integers(0, len(pages) - 1), min_size=1, max_size=3))]
+        for _ in range(draw(st.integers(0, 2)))
+    ]
+    runs = draw(st.permutations(runs))
+    reversed_eth = draw(st.booleans())  # ETH-USD pages in the opposite order: out-of-order windows
+    return {
+        "runs": [{"BTC-USD": run, "ETH-USD": list(reversed(run)) if reversed_eth else run} for run in runs],
+        "pages_per_commit": draw(st.integers(1, 3)),
+        "unify_after": draw(st.lists(st.booleans(), min_size=len(runs), max_size=len(runs))),
+    }
+
+
+@hsettings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schedule=schedules())
+def test_any_split_replay_or_overlap_of_the_same_trades_yields_the_same_unified_table(schedule) -> None:
+    reg = registry()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = settings_for(Path(tmp), {})
+        catalog = open_catalog(settings)
+        for script, unify_now in zip(schedule["runs"], schedule["unify_after"], strict=True):
+            stats = ingest(catalog, NS, reg, "scripted", options={"trades": N_TRADES, "script": script},
+                           pages_per_commit=schedule["pages_per_commit"])
+            assert not [s.error for s in stats if s.error]
+            if unify_now:
+                unify(catalog, NS, reg, "trades_unified", _mappings(reg))
+        unify(catalog, NS, reg, "trades_unified", _mappings(reg))
+        got = unified_rows(settings)
+    want = restrict(expected_rows({"scripted": {"trades": N_TRADES}}), 0, "SCRIPTED")
+    assert got == want
