@@ -18,7 +18,7 @@ UNTIL = EVENT_AT + timedelta(minutes=2)
 
 
 def connector(sandbox, **options) -> BinanceConnector:
-    return BinanceConnector(sandbox.connector_options("binance", page_size=50, backoff=0.05, **options))
+    return BinanceConnector(sandbox.connector_options("binance", **{"page_size": 50, "backoff": 0.05, **options}))
 
 
 def test_pages_cover_the_range_exactly_once_resume_and_edges(sandbox):

@@ -18,7 +18,7 @@ UNTIL = EVENT_AT + timedelta(minutes=5)
 
 
 def connector(sandbox, **options) -> CoinbaseConnector:
-    return CoinbaseConnector(sandbox.connector_options("coinbase", page_size=50, backoff=0.05, **options))
+    return CoinbaseConnector(sandbox.connector_options("coinbase", **{"page_size": 50, "backoff": 0.05, **options}))
 
 
 def test_pages_cover_the_range_exactly_once_resume_and_edges(sandbox):
@@ -66,7 +66,8 @@ CASES = [
     ({"product_id": "ETH-USD", "trade_id": 12, "price": "2459.99", "size": "0.1", "side": "sell",
       "time": "2024-02-08T15:12:04.04Z"}, ("ETH-USD", "12", "BUY", 2459.99, 0.1, "2024-02-08T15:12:04.040000")),
     ({"product_id": "DOGE-USD", "trade_id": 13, "price": "0.08123", "size": "1000", "side": "buy",
-      "time": "2024-02-08T15:12:04.1234567Z"}, ("DOGE-USD", "13", "SELL", 0.08123, 1000.0, "2024-02-08T15:12:04.123456")),
+      "time": "2024-02-08T15:12:04.1234567Z"},
+     ("DOGE-USD", "13", "SELL", 0.08123, 1000.0, "2024-02-08T15:12:04.123456")),
 ]
 
 

@@ -117,6 +117,13 @@ def time_ns(value: Any) -> int | None:
         return None
 
 
+def trade_record(pair_key: str, row: Any) -> Any:
+    """One Trades row (``[price, volume, time, side, ordertype, misc, trade_id]``) as a record keyed by the
+    pair name Kraken answered with. Rows of another shape are passed on as they are (the raw cast
+    quarantines them); rows from before late 2022 have no ``trade_id``."""
+    return dict(zip(FIELDS, row, strict=False), pair=pair_key) if isinstance(row, list) else row
+
+
 class KrakenConnector(Connector):
     """Options: ``base_url``, ``page_size`` (``count``, ≤ 1000) and the session's ``rate_limit`` / ``timeout`` /
     ``max_retries``. Public market data needs no API key."""
@@ -179,7 +186,7 @@ class KrakenConnector(Connector):
                     done = True
                     break
                 payloads.append(json.dumps(row, separators=(",", ":")))
-                records.append(dict(zip(FIELDS, row, strict=False), pair=key) if isinstance(row, list) else row)
+                records.append(trade_record(key, row))
                 if t is not None:
                     last_ns = t if last_ns is None else max(last_ns, t)
             page_cursor = str(last_ns) if done and last_ns is not None else str(result.get("last") or last_ns)
