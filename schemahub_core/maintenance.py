@@ -1,0 +1,209 @@
+"""Table maintenance: compact small files and expire old snapshots, without losing the engine's place.
+
+Every engine commit adds a snapshot, a manifest and a small data file; left alone, commit and scan
+time grow with history. ``maintain`` rewrites each partition's small files into one and expires
+snapshots older than a cutoff, but it never expires a snapshot the engine still needs:
+
+- the newest snapshot carrying each ``schemahub.cursor.*`` key, and the one that set its value
+  (ingest resumes from it; ``schemahub_watermarks`` points at it);
+- the newest snapshot carrying any ``schemahub.*`` progress, and every snapshot above it (the
+  engine walks the ancestry from the current snapshot down to it);
+- on a raw table, the snapshot recorded by a unified table's ``schemahub.source.<raw>`` entry and
+  every snapshot after it: unify's incremental append scan walks that whole lineage.
+
+A compaction commit carries the table's ``schemahub.*`` progress forward unchanged and is an
+``overwrite`` snapshot, which incremental append scans skip: unify never sees compacted rows as new.
+Commits race with the engine safely: the tables allow no silent pyiceberg retry, so a conflicting
+maintenance commit fails and is planned again from the fresh table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot, ancestors_of
+
+from .sink import PROGRESS_PREFIX, progress_of
+from .state import CURSOR, SOURCE
+
+# marks maintenance snapshots; deliberately outside PROGRESS_PREFIX so the engine never carries it
+MARKER = "schemahub-maintenance"
+SMALL_FILE_BYTES = 32 * 1024 * 1024
+ATTEMPTS = 5
+
+
+@dataclass
+class TableReport:
+    """What ``maintain`` did to one table."""
+
+    table: str
+    snapshots_before: int = 0
+    snapshots_expired: int = 0
+    snapshots_kept_for_engine: int = 0  # older than the cutoff, kept because the engine needs them
+    files_before: int = 0
+    files_after: int = 0
+    partitions_compacted: int = 0
+    error: str | None = None
+    kept_snapshot_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _props(snapshot: Snapshot) -> dict[str, str]:
+    return dict(snapshot.summary.additional_properties) if snapshot.summary else {}
+
+
+def source_references(tables: Iterable[Table]) -> dict[str, set[int]]:
+    """Raw table name -> the raw snapshot ids unified tables' newest progress says they consumed."""
+    refs: dict[str, set[int]] = defaultdict(set)
+    for table in tables:
+        for key, value in progress_of(table).items():
+            if key.startswith(SOURCE):
+                refs[key[len(SOURCE):]].add(int(value))
+    return refs
+
+
+def needed_snapshots(table: Table, consumed: Iterable[int] = ()) -> set[int]:
+    """Snapshot ids of ``table`` that expiry must keep (see the module docstring)."""
+    lineage = list(ancestors_of(table.current_snapshot(), table.metadata))  # newest first
+    keep: set[int] = set()
+    # the chain from the current snapshot down to the newest one carrying progress
+    for snapshot in lineage:
+        keep.add(snapshot.snapshot_id)
+        if any(k.startswith(PROGRESS_PREFIX) for k in _props(snapshot)):
+            break
+    # each cursor: its newest carrier and the oldest snapshot of its newest run of equal values (the setter)
+    newest: dict[str, tuple[str, int]] = {}
+    settled: set[str] = set()
+    for snapshot in lineage:
+        props = _props(snapshot)
+        if not any(k.startswith(PROGRESS_PREFIX) for k in props):
+            continue  # a maintenance or foreign snapshot says nothing about cursors
+        for key, value in props.items():
+            if not key.startswith(CURSOR) or key in settled:
+                continue
+            if key not in newest:
+                newest[key] = (value, snapshot.snapshot_id)
+                keep.add(snapshot.snapshot_id)
+            elif value == newest[key][0]:
+                newest[key] = (value, snapshot.snapshot_id)
+            else:
+                settled.add(key)
+        for key in set(newest) - settled - set(props):
+            settled.add(key)  # the key first appears above this snapshot
+    keep.update(snapshot_id for _, snapshot_id in newest.values())
+    # unify's incremental scans: from each consumed snapshot (inclusive) up to the current one
+    for snapshot_id in consumed:
+        for snapshot in lineage:
+            keep.add(snapshot.snapshot_id)
+            if snapshot.snapshot_id == snapshot_id:
+                break
+    return keep
+
+
+def _partition_groups(table: Table, small_file_bytes: int) -> list[list[Any]]:
+    """Scan tasks of small files, grouped by partition; only groups worth rewriting (2+ files)."""
+    groups: dict[tuple[int, Any], list[Any]] = defaultdict(list)
+    for task in table.scan().plan_files():
+        if task.delete_files or task.file.file_size_in_bytes >= small_file_bytes:
+            continue
+        groups[(task.file.spec_id, task.file.partition)].append(task)
+    return [tasks for tasks in groups.values() if len(tasks) > 1]
+
+
+def compact(table: Table, small_file_bytes: int = SMALL_FILE_BYTES) -> int:
+    """Rewrite each partition's small files into as few files as the target size allows; one commit.
+
+    The commit carries the table's progress forward, so the engine reads the same cursors and source
+    snapshot ids after it as before. Returns the number of partitions rewritten.
+    """
+    groups = _partition_groups(table, small_file_bytes)
+    if not groups:
+        return 0
+    metadata = table.metadata
+    carried = progress_of(table)
+    tx = table.transaction()
+    commit_uuid = uuid.uuid4()
+    with tx.update_snapshot(snapshot_properties={**carried, MARKER: "compact"}).overwrite(commit_uuid) as rewrite:
+        for tasks in groups:
+            data = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(tasks)
+            written = list(_dataframe_to_data_files(metadata, data, table.io, write_uuid=commit_uuid))
+            rows_in = sum(task.file.record_count for task in tasks)
+            rows_out = sum(f.record_count for f in written)
+            if not rows_in == data.num_rows == rows_out:  # never commit a rewrite that changes the data
+                raise RuntimeError(f"compaction of {table.name()} read {data.num_rows} of {rows_in} rows and "
+                                   f"wrote {rows_out}; nothing committed")
+            for task in tasks:
+                rewrite.delete_data_file(task.file)
+            for data_file in written:
+                rewrite.append_data_file(data_file)
+    tx.commit_transaction()
+    return len(groups)
+
+
+def expire(table: Table, older_than: datetime, keep: set[int]) -> tuple[int, list[int]]:
+    """Expire snapshots older than ``older_than`` except ``keep``; (expired count, kept-old ids)."""
+    cutoff_ms = int(older_than.timestamp() * 1000)
+    current = table.current_snapshot()
+    old = [s.snapshot_id for s in table.metadata.snapshots if s.timestamp_ms < cutoff_ms]
+    doomed = [s for s in old if s not in keep and (current is None or s != current.snapshot_id)]
+    if doomed:
+        table.maintenance.expire_snapshots().by_ids(doomed).commit()
+    return len(doomed), sorted(set(old) - set(doomed))
+
+
+def _data_files(table: Table) -> int:
+    return sum(1 for _ in table.scan().plan_files()) if table.current_snapshot() else 0
+
+
+def maintain_table(catalog: Catalog, identifier: tuple[str, str], older_than: datetime | None, do_compact: bool,
+                   consumed: Iterable[int], small_file_bytes: int = SMALL_FILE_BYTES) -> TableReport:
+    """Compact then expire one table, replanning from a fresh load when a concurrent commit wins."""
+    report = TableReport(table=identifier[1])
+    for attempt in range(ATTEMPTS):
+        try:
+            table = catalog.load_table(identifier)
+            if attempt == 0:
+                report.snapshots_before = len(table.metadata.snapshots)
+                report.files_before = _data_files(table)
+            if do_compact:
+                report.partitions_compacted += compact(table, small_file_bytes)
+                table = catalog.load_table(identifier)
+            if older_than is not None:
+                expired, kept = expire(table, older_than, needed_snapshots(table, consumed))
+                report.snapshots_expired += expired
+                report.snapshots_kept_for_engine = len(kept)
+                report.kept_snapshot_ids = kept
+            report.files_after = _data_files(catalog.load_table(identifier))
+            report.error = None
+            return report
+        except (CommitFailedException, CommitStateUnknownException) as exc:
+            report.error = f"{type(exc).__name__}: {exc} (gave up after {ATTEMPTS} attempts)"
+    return report
+
+
+def maintain(catalog: Catalog, namespace: str, older_than: datetime | None, do_compact: bool = False,
+             small_file_bytes: int = SMALL_FILE_BYTES) -> list[TableReport]:
+    """Maintain every table in ``namespace``; ``older_than=None`` skips expiry.
+
+    Unified tables' progress is read once, up front: it only ever moves forward, so snapshots
+    kept for an older reference are a superset of those the newer one needs.
+    """
+    identifiers = sorted(catalog.list_tables(namespace))
+    consumed = source_references(catalog.load_table(i) for i in identifiers)
+    return [
+        maintain_table(catalog, (namespace, i[-1]), older_than, do_compact, consumed.get(i[-1], set()),
+                       small_file_bytes)
+        for i in identifiers
+    ]
