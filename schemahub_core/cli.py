@@ -498,6 +498,8 @@ def maintain(ctx: Context, expire_older_than: str, do_compact: bool, as_json: bo
     reports = run_maintain(ctx.catalog(), ctx.settings.namespace, older_than, do_compact)
     if as_json:
         emit_json([r.as_dict() for r in reports])
+    elif not reports:
+        console.print(f"namespace {ctx.settings.namespace} has no tables yet: nothing to maintain")
     else:
         table = Table(title=f"maintenance of namespace {ctx.settings.namespace}")
         for col in ("table", "snapshots", "expired", "kept for engine", "data files", "partitions compacted",

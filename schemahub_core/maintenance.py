@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
+from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException, NoSuchNamespaceError
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.table import Table
@@ -200,7 +200,10 @@ def maintain(catalog: Catalog, namespace: str, older_than: datetime | None, do_c
     Unified tables' progress is read once, up front: it only ever moves forward, so snapshots
     kept for an older reference are a superset of those the newer one needs.
     """
-    identifiers = sorted(catalog.list_tables(namespace))
+    try:
+        identifiers = sorted(catalog.list_tables(namespace))
+    except NoSuchNamespaceError:
+        return []  # nothing created yet: nothing to maintain
     consumed = source_references(catalog.load_table(i) for i in identifiers)
     return [
         maintain_table(catalog, (namespace, i[-1]), older_than, do_compact, consumed.get(i[-1], set()),
