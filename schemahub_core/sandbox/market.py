@@ -117,7 +117,7 @@ class Market:
         u = (t_ns - EVENT_NS) / NS
         if u <= 0:
             return 0.0
-        drop = -(1 - math.exp(-u / 0.8))
+        drop = -0.5 * (1 - math.exp(-u / 0.06)) - 0.5 * (1 - math.exp(-u / 1.2))  # a jump, then a slide
         rebound = 0.4 * (1 - math.exp(-max(0.0, u - 4) / 2))
         wobble = 0.15 * math.sin(2 * math.pi * u / 1.7) * math.exp(-u / 6)
         return (drop + rebound + wobble) * math.exp(-max(0.0, u - EVENT_SECONDS) / 900)

@@ -1,0 +1,141 @@
+"""The simulated venues: labelled, deterministic, lazy, and carrying the scripted 2024-02-08 15:12:04 event."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import requests
+
+from schemahub_core.sandbox import (
+    EVENT_AT,
+    FAST_LIMITS,
+    LABEL,
+    MARKET_END,
+    MARKET_START,
+    Limit,
+    Market,
+    Sandbox,
+    SandboxConfig,
+)
+from schemahub_core.sandbox.market import NS, to_ns
+from schemahub_core.testing.sandbox import _clear_sandbox_faults, sandbox  # noqa: F401
+
+EVENT = to_ns(EVENT_AT)
+
+
+def test_every_answer_is_labelled_simulated(sandbox):  # noqa: F811
+    root = requests.get(f"http://127.0.0.1:{sandbox.port}/").json()
+    assert "SIMULATED" in root["label"] and root["market"]["simulated"] is True
+    for url in (sandbox.base_url("binance") + "/api/v3/ticker/bookTicker?symbol=BTCUSDT",
+                sandbox.base_url("coinbase") + "/products/BTC-USD/ticker",
+                sandbox.base_url("kraken") + "/0/public/Ticker?pair=XBTUSD"):
+        assert requests.get(url).headers["X-SchemaHub-Sandbox"] == LABEL
+
+
+def test_market_is_deterministic_per_seed_and_lazy():
+    started = time.perf_counter()
+    a, b, c = Market(1), Market(1), Market(2)
+    assert time.perf_counter() - started < 0.1  # nothing is generated up front
+    hour = to_ns(EVENT_AT.replace(minute=0, second=0))
+    take = [m.trades_from("coinbase", "BTC", m.index_at("coinbase", "BTC", hour), 500, hour + 3600 * NS)
+            for m in (a, b, c)]
+    assert take[0] == take[1] and take[0] != take[2]
+
+
+def test_days_of_trades_for_btc_and_eth_on_every_venue():
+    m = Market()
+    for venue in ("binance", "coinbase", "kraken"):
+        for asset in ("BTC", "ETH"):
+            first = m.trades_from(venue, asset, 0, 1, to_ns(MARKET_END))[0]
+            last_index = m.index_at(venue, asset, to_ns(MARKET_END)) - 1
+            last = m.trades_from(venue, asset, last_index, 1, to_ns(MARKET_END))[0]
+            assert first.time_ns < to_ns(MARKET_START) + 60 * NS
+            assert last.time_ns > to_ns(MARKET_END) - 600 * NS
+            assert last_index > 3 * 24 * 3600 * 0.3  # three days at >= 0.3 trades/s
+
+
+def _first_drop(m: Market, venue: str, threshold: float = 0.003) -> int:
+    """Milliseconds after the event start when the venue's mid first falls `threshold` below its pre-event mid."""
+    before = m.venue_mid(venue, "BTC", EVENT - NS)
+    for ms in range(0, 3000):
+        if m.venue_mid(venue, "BTC", EVENT + ms * 1_000_000) < before * (1 - threshold):
+            return ms
+    raise AssertionError(f"{venue} never moved")
+
+
+def test_binance_moves_first_coinbase_40_to_120_ms_later_kraken_later_still():
+    m = Market()
+    binance, coinbase, kraken = (_first_drop(m, v) for v in ("binance", "coinbase", "kraken"))
+    assert 40 <= coinbase - binance <= 120
+    assert kraken > coinbase
+
+
+def test_spreads_widen_and_venues_disagree_during_the_event():
+    m = Market()
+    quiet, hot = EVENT - 600 * NS, EVENT + 500_000_000
+    for venue in ("binance", "coinbase", "kraken"):
+        assert m.spread(venue, hot) > 10 * m.spread(venue, quiet)
+
+    def disagreement_bps(t: int) -> float:
+        mids = [m.venue_mid(v, "BTC", t) for v in ("coinbase", "kraken")]
+        return abs(mids[0] - mids[1]) / mids[0] * 1e4
+
+    calm = max(disagreement_bps(quiet + i * 100_000_000) for i in range(120))
+    stressed = max(disagreement_bps(EVENT + i * 100_000_000) for i in range(120))
+    assert stressed > 5 * calm
+
+
+def test_event_trades_are_served_for_the_replay_symbols(sandbox):  # noqa: F811
+    window = (EVENT_AT, EVENT_AT + timedelta(seconds=12))
+    for venue, symbol in (("binance", "BTCUSDT"), ("coinbase", "BTC-USD"), ("kraken", "XXBTZUSD")):
+        ids = sandbox.expected_trade_ids(venue, symbol, *window)
+        assert len(ids) > 12 * 0.6 * 4, f"{venue} has too few trades in the event window"
+
+
+def test_fault_endpoint_queues_and_reports(sandbox):  # noqa: F811
+    control = f"http://127.0.0.1:{sandbox.port}/_sandbox/faults"
+    assert requests.post(control, json={"venue": "kraken", "kind": "bogus"}).status_code == 400
+    requests.post(control, json={"venue": "coinbase", "kind": "5xx", "status": 502})
+    assert requests.get(sandbox.base_url("coinbase") + "/products/BTC-USD/ticker").status_code == 502
+    assert requests.get(sandbox.base_url("coinbase") + "/products/BTC-USD/ticker").status_code == 200
+
+
+def test_custom_limits_are_enforced_in_the_venue_format():
+    server = Sandbox(SandboxConfig(limits={**FAST_LIMITS, "kraken": Limit(2, 10)})).start()
+    try:
+        url = server.base_url("kraken") + "/0/public/Ticker?pair=XBTUSD"
+        answers = [requests.get(url) for _ in range(3)]
+        assert answers[2].status_code == 200  # Kraken reports the limit in a 200 body
+        assert answers[2].json() == {"error": ["EAPI:Rate limit exceeded"]}
+        assert server.stats()["kraken"]["refused"] == 1
+    finally:
+        server.stop()
+
+
+def test_cli_serves_the_sandbox_on_the_given_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "schemahub_core.cli", "sandbox", "--port", str(port), "--fast"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                body = requests.get(f"http://127.0.0.1:{port}/binance/api/v3/aggTrades",
+                                    params={"symbol": "BTCUSDT", "limit": 2}, timeout=1).json()
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None, "sandbox did not start"
+                time.sleep(0.1)
+        assert len(body) == 2 and {"a", "p", "q", "f", "l", "T", "m", "M"} == set(body[0])
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert "SIMULATED" in out and f"SCHEMAHUB_BINANCE_BASE_URL=http://127.0.0.1:{port}/binance" in out.replace("\n", "")
