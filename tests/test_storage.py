@@ -155,3 +155,13 @@ def test_concurrent_processes_on_postgres_catalog(tmp_path: Path, postgres_home:
     keys = unified_keys()
     assert len(keys) == len(set(keys)) == 120
 
+
+
+def test_catalog_secrets_from_pyiceberg_env(tmp_path: Path, postgres_home: StorageHome,
+                                            postgres_server: PostgresServer) -> None:
+    """The documented way to keep the database URI (and its password) out of schemahub.yaml."""
+    catalog = {k: v for k, v in postgres_home.catalog.items() if k != "uri"}
+    postgres_home.config.write_text(json.dumps({"catalog": catalog}))  # JSON is YAML
+    env = {**postgres_home.env, "PYICEBERG_CATALOG__PG__URI": postgres_home.catalog["uri"]}
+    run_cli("init", env=env)
+    assert "trades_unified" in iceberg_tables(postgres_server, postgres_home.database)
