@@ -265,6 +265,8 @@ def replay(ctx: Context, at: str, window: str, symbol: str, venues: tuple[str, .
     Shows, per venue, the last price, spread and trade tape, the cross-venue disagreement in bps and
     its peak, and a lead–lag estimate ("BINANCE leads COINBASE by ~N ms") with a confidence figure.
     Animated in a terminal (rich Live); without a TTY it prints a timeline and summary instead.
+    The window is [--at, --at + --window); the 2 s before it give each venue its opening price
+    and feed the lead–lag estimate.
 
     \b
       schemahub replay --at 2024-02-08T15:12:04Z --window 12s --symbol BTC-USD

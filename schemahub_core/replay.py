@@ -318,14 +318,13 @@ class Replay:
         self.price = tbl["price"].to_numpy()
         self.qty = pc.fill_null(tbl["quantity"], 0.0).to_numpy()
         self.side = pc.fill_null(pc.utf8_upper(tbl["side"]), "").to_numpy(zero_copy_only=False)
-        codes = {v: i for i, v in enumerate(self.venues)}
-        self.venue_idx = np.array([codes[v] for v in tbl["exchange"].to_pylist()], dtype=np.int64)
+        self.venue_idx = pc.index_in(tbl["exchange"], value_set=pa.array(self.venues)).to_numpy().astype(np.int64)
         n, nv = len(self.t), len(self.venues)
+        self.positions = [np.flatnonzero(self.venue_idx == j) for j in range(nv)]  # each venue's events
         self.last = np.full((n, nv), np.nan)
         self.count = np.zeros((n, nv), dtype=np.int64)
         trade_spread = np.full((n, nv), np.nan)
-        for j in range(nv):
-            pos = np.flatnonzero(self.venue_idx == j)
+        for j, pos in enumerate(self.positions):
             self.last[:, j] = _gather(self.price, pos, n)
             self.count[:, j] = _last_index(pos, n) + 1
             buy = _gather(self.price, np.flatnonzero((self.venue_idx == j) & (self.side == "BUY")), n)
@@ -408,7 +407,7 @@ class Replay:
             for j in range(nv):
                 c = self.count[k, j]
                 if c:
-                    ages[j] = (t_us - self.t[np.flatnonzero(self.venue_idx == j)[c - 1]]) / 1000
+                    ages[j] = (t_us - self.t[self.positions[j][c - 1]]) / 1000
         base = max(self.k0, 0)
         peak, peak_at = float("nan"), None
         if k >= base and len(self.peak_run):
@@ -433,7 +432,11 @@ class Replay:
         for j, v in enumerate(self.venues):
             sel = w & (self.venue_idx == j)
             p = self.price[sel]
-            sp = (self._quotes_prepared[j][1] if self._quotes_prepared else self.trade_spread[w, j])
+            if self._quotes_prepared:
+                qt, qs = self._quotes_prepared[j]
+                sp = qs[qt >= self.start_us]
+            else:
+                sp = self.trade_spread[w, j]
             sp = sp[np.isfinite(sp)] if len(sp) else sp
             venues.append({
                 "venue": v, "symbol": self.markets[v], "trades": int(sel.sum()),

@@ -28,6 +28,7 @@ from schemahub_core.replay import (
     ReplayRequest,
     fmt_price,
     load_replay,
+    play,
     render_frame,
     window_scan,
     write_html,
@@ -219,6 +220,11 @@ def test_terminal_frames_show_the_data(catalog) -> None:
         binance = next(ln for ln in text.splitlines() if ln.startswith("BINANCE "))
         assert f"{2 / 42_000 * 1e4:.2f}" in binance  # quoted spread 41,999 / 42,001
     assert replay.summary()["disagreement"]["peak_bps"] == pytest.approx(peak, abs=1e-3)
+    # the animation ends on the window's last instant (a 1 s window at 100x plays in about 10 ms)
+    console = Console(record=True, width=160, file=io.StringIO(), force_terminal=True)
+    play(replay, console, speed=100.0)
+    final = console.export_text()
+    assert "+1,000 ms" in final and fmt_price(42_070.00) in final and fmt_price(42_040.00) in final
 
 
 def test_html_is_offline_and_has_every_venue(catalog, tmp_path: Path) -> None:
