@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, In, LessThan
+from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import DataScan, Table
 from pyiceberg.table.snapshots import Snapshot
 from rich import box
@@ -184,6 +185,14 @@ def window_scan(table: Table, symbols: list[str], start_us: int, end_us: int, *,
                       selected_fields=columns, snapshot_id=snapshot_id)
 
 
+def read_scan(scan: DataScan) -> tuple[pa.Table, int]:
+    """Plan once, then read exactly the planned files: the rows and how many data files were touched."""
+    tasks = list(scan.plan_files())
+    reader = ArrowScan(scan.table_metadata, scan.io, scan.projection(), scan.row_filter, scan.case_sensitive,
+                       scan.limit)
+    return reader.to_table(tasks), len(tasks)
+
+
 def _pick_markets(tbl: pa.Table, symbols: list[str]) -> dict[str, str]:
     """One market per venue: the requested symbol if the venue trades it, otherwise its busiest alias."""
     counts = tbl.group_by(["exchange", "symbol"]).aggregate([("symbol", "count")]).to_pylist()
@@ -229,13 +238,14 @@ def load_replay(catalog: Catalog, namespace: str, request: ReplayRequest) -> Rep
     load_from = start_us - request.lead_in // timedelta(microseconds=1)
     scan = window_scan(table, symbols, load_from, end_us, venues=venues, snapshot_id=snapshot_id,
                        columns=("exchange", "symbol", "side", "price", "quantity", "trade_ts"))
-    tasks = list(scan.plan_files()) if snap else []
-    trades = scan.to_arrow() if snap else pa.table({})
+    if snap is None:
+        raise ReplayError(f"{TRADES} has no data yet: land some with `schemahub run pipeline {TRADES}`")
+    trades, files_scanned = read_scan(scan)
     where = f"{TRADES}" + (f" at snapshot {snapshot_id}" if request.as_of else "")
     in_window = (pc.sum(pc.greater_equal(trades["trade_ts"].cast(pa.int64()), start_us)).as_py() or 0
                  if trades.num_rows else 0)
     if not in_window:
-        hint = _symbol_hint(table, snapshot_id, symbols, start_us, end_us) if snap else "none"
+        hint = _symbol_hint(table, snapshot_id, symbols, start_us, end_us)
         if hint is not None:
             raise ReplayError(f"unknown symbol {request.symbol.upper()}: no {'/'.join(symbols)} trades in {where} "
                               f"(symbols on those days: {hint})")
@@ -252,7 +262,7 @@ def load_replay(catalog: Catalog, namespace: str, request: ReplayRequest) -> Rep
     quotes = None
     qtable = load_table(catalog, namespace, QUOTES)
     if qtable is not None and qtable.current_snapshot() is not None:
-        qsnap = (qtable.snapshot_as_of_timestamp(snap.timestamp_ms) if request.as_of and snap
+        qsnap = (qtable.snapshot_as_of_timestamp(snap.timestamp_ms) if request.as_of
                  else qtable.current_snapshot())
         if qsnap is not None:
             q = window_scan(qtable, symbols, load_from, end_us, venues=tuple(markets), snapshot_id=qsnap.snapshot_id,
@@ -261,8 +271,8 @@ def load_replay(catalog: Catalog, namespace: str, request: ReplayRequest) -> Rep
             q = _keep_markets(q, markets)
             quotes = q if q.num_rows else None
     return Replay(request=request, symbols=tuple(symbols), markets=markets, trades=trades, quotes=quotes,
-                  snapshot_id=snapshot_id, snapshot_ms=snap.timestamp_ms if snap else None,
-                  start_us=start_us, end_us=end_us, files_scanned=len(tasks))
+                  snapshot_id=snapshot_id, snapshot_ms=snap.timestamp_ms,
+                  start_us=start_us, end_us=end_us, files_scanned=files_scanned)
 
 
 # ------------------------------------------------------------------------------------------------ frame model
