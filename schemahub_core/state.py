@@ -136,7 +136,13 @@ def rebuild_watermarks(catalog: Catalog, namespace: str, registry: Registry) -> 
     function of the snapshots, so a retried or repeated overwrite is harmless.
     """
     rows = watermark_rows(catalog, namespace, registry)
-    data = pa.Table.from_pylist([{k: r[k] for k in WATERMARKS_SCHEMA.names} for r in rows], WATERMARKS_SCHEMA)
+    order = [("source", "ascending"), ("stream", "ascending"), ("symbol", "ascending")]
+    data = pa.Table.from_pylist([{k: r[k] for k in WATERMARKS_SCHEMA.names} for r in rows],
+                                WATERMARKS_SCHEMA).sort_by(order)
+    mirror = retry_transient(lambda: catalog.load_table((namespace, WATERMARKS)))
+    current = mirror.scan().to_arrow().cast(WATERMARKS_SCHEMA) if mirror.current_snapshot() else None
+    if current is not None and current.sort_by(order).equals(data):
+        return len(rows)  # already true: no snapshot
     with warnings.catch_warnings():  # an overwrite of an empty mirror "deletes nothing": expected
         warnings.simplefilter("ignore", UserWarning)
         retry_transient(lambda: catalog.load_table((namespace, WATERMARKS)).overwrite(data))
