@@ -636,6 +636,7 @@ def write_html(replay: Replay, path: str | Path) -> Path:
                       template="plotly_white", hovermode="x unified", height=760,
                       legend={"orientation": "h", "y": -0.08})
     fig.update_xaxes(tickformat="%H:%M:%S.%L")
+    fig.update_xaxes(title_text="UTC", row=2, col=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(str(path), include_plotlyjs=True, full_html=True, include_mathjax=False,
