@@ -29,6 +29,7 @@ import requests
 from pyrate_limiter import InMemoryBucket, Limiter, Rate
 from requests_ratelimiter import LimiterSession
 
+from .config import ConfigError
 from .connector import ConnectorError
 
 log = logging.getLogger(__name__)
@@ -97,15 +98,21 @@ class VenuePolicy:
 
     def with_options(self, options: Mapping[str, Any]) -> VenuePolicy:
         """Apply connector options (config or ``SCHEMAHUB_<VENUE>_*`` env): rate_limit, timeout, max_retries,
-        backoff, max_backoff, headroom."""
+        backoff, max_backoff, headroom. A bad value is a ``ConfigError`` naming the option."""
         changes: dict[str, Any] = {}
-        if options.get("rate_limit"):
-            changes["rate"] = RateLimit.parse(options["rate_limit"])
-        for key in ("timeout", "backoff", "max_backoff", "headroom"):
-            if options.get(key) not in (None, ""):
-                changes[key] = float(options[key])
-        if options.get("max_retries") not in (None, ""):
-            changes["max_retries"] = int(options["max_retries"])
+        try:
+            if options.get("rate_limit"):
+                changes["rate"] = RateLimit.parse(options["rate_limit"])
+            for key in ("timeout", "backoff", "max_backoff", "headroom"):
+                if options.get(key) not in (None, ""):
+                    changes[key] = float(options[key])
+            if options.get("max_retries") not in (None, ""):
+                changes["max_retries"] = int(options["max_retries"])
+            if not 0 < changes.get("headroom", self.headroom) <= 1:
+                raise ValueError("headroom must be in (0, 1]")
+        except ValueError as exc:
+            raise ConfigError(f"connector {self.name}: bad option ({exc}); set it in config/schemahub.yaml "
+                              f"connectors.{self.name} or SCHEMAHUB_{self.name.upper()}_<OPTION>") from exc
         return replace(self, **changes)
 
 

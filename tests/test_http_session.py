@@ -10,7 +10,7 @@ from schemahub_binance.connector import POLICY as BINANCE
 from schemahub_binance.connector import BinanceConnector
 
 from schemahub_core import ConnectorError, RateLimit, VenuePolicy, venue_session
-from schemahub_core.config import load_settings
+from schemahub_core.config import ConfigError, load_settings
 from schemahub_core.testing.sandbox import _clear_sandbox_faults, sandbox  # noqa: F401
 
 
@@ -21,6 +21,8 @@ def test_rate_limit_text_and_options_from_config_or_env():
         RateLimit.parse("fast")
     policy = BINANCE.with_options({"rate_limit": "120/1", "timeout": "0.5", "max_retries": "2"})
     assert (policy.rate, policy.timeout, policy.max_retries) == (RateLimit(120, 1.0), 0.5, 2)
+    with pytest.raises(ConfigError, match="connector binance: bad option .*SCHEMAHUB_BINANCE_<OPTION>"):
+        BINANCE.with_options({"rate_limit": "lots"})
 
 
 def test_env_points_a_connector_at_the_sandbox(sandbox, monkeypatch, tmp_path):  # noqa: F811

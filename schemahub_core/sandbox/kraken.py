@@ -10,6 +10,7 @@ cursor: the next call with ``since=last`` returns trades strictly after it.
 from __future__ import annotations
 
 import json
+import math
 import re
 
 from starlette.requests import Request
@@ -32,7 +33,7 @@ def seconds_text(t_ns: int) -> str:
 
 def _row(trade: Trade) -> list:
     ordertype = "m" if trade.index % 3 == 0 else "l"
-    return [f"{trade.price:.1f}0000", f"{trade.qty:.8f}", f"@T{seconds_text(trade.time_ns)}",
+    return [f"{trade.price:.5f}", f"{trade.qty:.8f}", f"@T{seconds_text(trade.time_ns)}",
             "b" if trade.taker == "buy" else "s", ordertype, "", trade.id]
 
 
@@ -99,7 +100,8 @@ class KrakenApp(VenueApp):
         q = m.quote("kraken", PAIRS[pair], now)
         last = f"{(q.bid + q.ask) / 2:.1f}"
         info = {
-            "a": [f"{q.ask:.1f}", "1", "1.000"], "b": [f"{q.bid:.1f}", "2", "2.000"],
+            "a": [f"{math.ceil(q.ask * 10) / 10:.1f}", "1", "1.000"],
+            "b": [f"{math.floor(q.bid * 10) / 10:.1f}", "2", "2.000"],
             "c": [last, "0.01000000"], "v": ["1234.5", "2345.6"], "p": [last, last],
             "t": [12345, 23456], "l": [last, last], "h": [last, last], "o": last,
         }

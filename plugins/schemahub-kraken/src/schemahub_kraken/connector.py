@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlparse
 
 import pyarrow as pa
-import requests
 
 from schemahub_core import (
     Column,
@@ -80,7 +80,7 @@ QUOTES = Stream(
 )
 
 
-def check_body(response: requests.Response, body: Any) -> None:
+def check_body(response: Any, body: Any) -> None:
     """Kraken reports errors inside 200 bodies: retry the transient ones, refuse the rest."""
     errors = body.get("error") if isinstance(body, dict) else None
     if not errors:
@@ -90,7 +90,7 @@ def check_body(response: requests.Response, body: Any) -> None:
     text = "; ".join(map(str, errors))
     if any(str(e).startswith(RETRYABLE) for e in errors):
         raise RetryableError(text)
-    path = requests.utils.urlparse(response.url).path
+    path = urlparse(response.url).path
     raise ConnectorError(f"kraken: {path}: {text}")
 
 
