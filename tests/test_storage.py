@@ -11,9 +11,11 @@ import json
 import os
 import subprocess
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pytest
 from conftest import SCHEMAHUB, run_cli
 from storage_fixtures import MotoServer, PostgresServer, StorageHome
 
@@ -165,3 +167,34 @@ def test_catalog_secrets_from_pyiceberg_env(tmp_path: Path, postgres_home: Stora
     env = {**postgres_home.env, "PYICEBERG_CATALOG__PG__URI": postgres_home.catalog["uri"]}
     run_cli("init", env=env)
     assert "trades_unified" in iceberg_tables(postgres_server, postgres_home.database)
+
+
+def test_sandbox_venues_to_s3_with_glue(s3_glue_home: StorageHome, moto_server: MotoServer,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real venue connectors, over HTTP from the simulated venues, into the S3 warehouse."""
+    from schemahub_core.pipeline import run_ingest, run_unify
+    from schemahub_core.registry import get_registry
+    from schemahub_core.sandbox import EVENT_AT, Sandbox, SandboxConfig
+
+    registry = get_registry()
+    since, until = EVENT_AT - timedelta(seconds=1), EVENT_AT + timedelta(seconds=2)
+    with Sandbox(SandboxConfig.fast()) as sandbox:
+        for key, value in sandbox.env().items():
+            monkeypatch.setenv(key, value)
+        settings = load_settings()
+        catalog = open_catalog(settings)
+        stats = []
+        for source, symbol in (("binance.trades", "BTC-USDT"), ("coinbase.trades", "BTC-USD"),
+                               ("kraken.trades", "BTC-USD")):
+            stats += run_ingest(settings, registry, [source], symbols=[symbol], since=since, until=until,
+                                catalog=catalog)
+        assert [s.error for s in stats] == [None] * 3 and all(s.landed for s in stats)
+        unified = run_unify(settings, registry, "trades_unified", catalog=catalog)
+    assert unified.error is None and unified.unified == sum(s.landed for s in stats)
+    keys = unified_keys()
+    assert len(keys) == len(set(keys)) == unified.unified
+    assert {k[0] for k in keys} == {"BINANCE", "COINBASE", "KRAKEN"}
+    listed = moto_server.client("s3").list_objects_v2(Bucket=s3_glue_home.bucket, Prefix="warehouse/")
+    keys_in_bucket = {f"s3://{s3_glue_home.bucket}/{o['Key']}" for o in listed.get("Contents", [])}
+    files = {t.file.file_path for t in catalog.load_table((NS, "trades_unified")).scan().plan_files()}
+    assert files and files <= keys_in_bucket
