@@ -77,12 +77,11 @@ def source_references(tables: Iterable[Table]) -> dict[str, set[int]]:
 def needed_snapshots(table: Table, consumed: Iterable[int] = ()) -> set[int]:
     """Snapshot ids of ``table`` that expiry must keep (see the module docstring)."""
     lineage = list(ancestors_of(table.current_snapshot(), table.metadata))  # newest first
-    keep: set[int] = set()
-    # the chain from the current snapshot down to the newest one carrying progress
-    for snapshot in lineage:
-        keep.add(snapshot.snapshot_id)
-        if any(k.startswith(PROGRESS_PREFIX) for k in _props(snapshot)):
-            break
+    keep: set[int] = {lineage[0].snapshot_id} if lineage else set()
+    # the chain from the current snapshot down to the newest one carrying progress (if any does)
+    carriers = [i for i, s in enumerate(lineage) if any(k.startswith(PROGRESS_PREFIX) for k in _props(s))]
+    if carriers:
+        keep.update(s.snapshot_id for s in lineage[: carriers[0] + 1])
     # each cursor: its newest carrier and the oldest snapshot of its newest run of equal values (the setter)
     newest: dict[str, tuple[str, int]] = {}
     settled: set[str] = set()

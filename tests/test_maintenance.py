@@ -66,6 +66,7 @@ def test_ingest_and_unify_resume_exactly_after_maintain(home: Path) -> None:
     assert raw.snapshots_expired > 0 and raw.partitions_compacted == 2  # the trades cross midnight: two days
     assert raw.files_before == raw_files_before >= 12 and raw.files_after == 2  # one file per day partition
     assert len(catalog.load_table((NS, "raw_scripted_trades")).metadata.snapshots) < 12 / 2
+    assert len(catalog.load_table((NS, "schemahub_watermarks")).metadata.snapshots) == 1  # no progress: current only
     assert engine_position(settings) == position, "maintenance moved a cursor or unify's source position"
     for name, rows in rows_before.items():
         assert catalog.load_table((NS, name)).scan().to_arrow().sort_by("_raw_payload").equals(rows)
