@@ -362,6 +362,12 @@ def _print_run(stats: list[Any], as_json: bool) -> None:
             if s.step == "unify" and not s.commits and not s.error:
                 status = "[green]up to date[/] (no new snapshot)"
             table.add_row(s.step, s.name, *[str(getattr(s, c)) for c in _RUN_COLUMNS], status)
+        if len(stats) > 1:  # "fetched" counts venue records; unify's raw rows read are not fetched again
+            fetched = [s for s in stats if s.step == "ingest"] or stats
+            totals = [str(sum(getattr(s, c) for s in (fetched if c == "fetched" else stats)))
+                      for c in _RUN_COLUMNS[:-1]]
+            table.add_section()
+            table.add_row("", "[bold]total[/]", *totals, f"{sum(s.seconds for s in stats):.3f}", "")
         console.print(table)
     errors = [s for s in stats if s.error]
     for s in errors:

@@ -8,6 +8,9 @@ concurrent writer moved it, the batch is dropped (never appended twice) and the
 run resumes from the writer's cursor. Records that fail their casts go to
 ``schemahub_quarantine`` with reason and payload before the batch commits,
 deduplicated by payload, so a crash between the two never loses nor doubles one.
+
+Time-cursor venues re-read an overlap on purpose (late trades); those repeats
+may land in raw twice and are dropped by unify's key anti-join.
 """
 
 from __future__ import annotations
