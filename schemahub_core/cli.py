@@ -458,6 +458,9 @@ def status(ctx: Context, as_json: bool) -> None:
     if as_json:
         emit_json({"sources": sources, "targets": targets})
         return
+    if not sources and not targets:
+        console.print("nothing ingested yet: try `schemahub run pipeline trades_unified`")
+        return
     table = Table(title="sources (from raw snapshots)")
     for col in ("source", "stream", "symbol", "cursor", "last trade", "lag", "rows", "last snapshot"):
         table.add_column(col, overflow="fold")
@@ -474,8 +477,6 @@ def status(ctx: Context, as_json: bool) -> None:
                       "[green]up to date[/]" if r["up_to_date"] else "[yellow]new raw data[/]",
                       str(r["target_rows"]))
     console.print(table)
-    if not sources and not targets:
-        console.print("nothing ingested yet: try `schemahub run pipeline trades_unified`")
 
 
 # --- end of run / status ---
