@@ -16,6 +16,7 @@ from schemahub_core import faults
 from schemahub_core.catalog import open_catalog
 from schemahub_core.ingest import ingest
 from schemahub_core.pipeline import run_pipeline
+from schemahub_core.sink import IcebergSink, day_filter
 from schemahub_core.testing.scripted import START_MS
 from schemahub_core.unify import unify
 
@@ -143,3 +144,19 @@ def test_any_split_replay_or_overlap_of_the_same_trades_yields_the_same_unified_
         got = unified_rows(settings)
     want = restrict(expected_rows({"scripted": {"trades": N_TRADES}}), 0, "SCRIPTED")
     assert got == want
+
+
+def test_the_anti_join_reads_only_the_affected_day_partitions_of_the_target(tmp_path) -> None:
+    options = {"scripted": {"trades": 40}, "scripted_b": {"trades": 40}}
+    settings = settings_for(tmp_path, options)
+    run_pipeline(settings, registry(), "trades_unified")  # trades from 23:59:50 on, across midnight
+    table = open_catalog(settings).load_table((NS, "trades_unified"))
+    all_files = {t.file.file_path: t.file.partition[0] for t in table.scan().plan_files()}
+    day_two = datetime(2024, 2, 9, tzinfo=UTC)
+    assert len(set(all_files.values())) == 2  # two day partitions
+    read = [t.file.file_path for t in table.scan(row_filter=day_filter("trade_ts", [day_two])).plan_files()]
+    assert read and {all_files[f] for f in read} == {(day_two.date() - datetime(1970, 1, 1).date()).days}
+    sink = IcebergSink(open_catalog(settings), NS)
+    keys = sink.existing_keys("trades_unified", ("exchange", "symbol", "trade_id"), "trade_ts", [day_two])
+    assert keys.column_names == ["exchange", "symbol", "trade_id"]
+    assert keys.num_rows == sum(1 for r in unified_rows(settings) if r[6] >= day_two)
