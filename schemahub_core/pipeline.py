@@ -37,6 +37,25 @@ def parse_sources(registry: Registry, specs: Sequence[str]) -> list[tuple[str, l
     return out
 
 
+def symbols_for(source: str, symbols: Sequence[str] | None) -> list[str] | None:
+    """``--symbols`` for one source: plain entries apply to every source, ``source:SYMBOL`` to that one.
+
+    ``None`` means the connector's defaults. Venues list different pairs (``BTC-USDT`` on Binance,
+    ``BTC-USD`` on Coinbase), so one pipeline run can name each: ``BTC-USDT,coinbase:BTC-USD``... A list
+    whose entries all name other sources gives this one no symbol at all.
+    """
+    if not symbols:
+        return None
+    chosen = []
+    for item in symbols:
+        prefix, sep, symbol = item.partition(":")
+        if not sep:
+            chosen.append(item)
+        elif prefix == source:
+            chosen.append(symbol)
+    return chosen
+
+
 def target_mappings(settings: Settings, registry: Registry, target: str) -> list[Mapping]:
     if target not in registry.targets:
         raise KeyError(f"unknown target {target!r} (targets: {', '.join(sorted(registry.targets))})")
@@ -59,8 +78,11 @@ def run_ingest(
     catalog = catalog or open_catalog(settings)
     stats: list[RunStats] = []
     for source, streams in parse_sources(registry, sources):
+        chosen = symbols_for(source, symbols)
+        if chosen == []:
+            continue
         stats += ingest(catalog, settings.namespace, registry, source, options=settings.connector_options(source),
-                        streams=streams, symbols=symbols, since=since, until=until,
+                        streams=streams, symbols=chosen, since=since, until=until,
                         raw_payload=settings.raw_payload, pages_per_commit=pages_per_commit,
                         on_progress=on_progress)
     rebuild_watermarks(catalog, settings.namespace, registry)

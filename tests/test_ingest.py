@@ -23,7 +23,7 @@ from scripted_support import (
 from schemahub_core import faults
 from schemahub_core.catalog import open_catalog
 from schemahub_core.ingest import ingest, parse_when
-from schemahub_core.pipeline import run_ingest, run_pipeline
+from schemahub_core.pipeline import run_ingest, run_pipeline, symbols_for
 from schemahub_core.sink import is_transient
 from schemahub_core.state import read_cursor, watermark_rows
 from schemahub_core.testing.scripted import START_MS, trades_for
@@ -166,3 +166,12 @@ def test_busy_sqlite_catalog_and_commit_conflicts_are_retried_other_errors_are_n
     assert not is_transient(ValueError("schema mismatch"))
     no_such = sqlalchemy.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: iceberg_tables"))
     assert not is_transient(no_such)
+
+
+def test_symbols_can_name_one_source_each(tmp_path) -> None:
+    settings = settings_for(tmp_path, {"scripted": {"trades": 5}, "scripted_b": {"trades": 5}})
+    stats = run_pipeline(settings, registry(), "trades_unified", symbols=["scripted:ETH-USD", "scripted_b:BTC-USD"])
+    assert [s.name for s in stats if s.step == "ingest"] == ["scripted.trades ETH-USD", "scripted_b.trades BTC-USD"]
+    assert {(r[0], r[1]) for r in unified_rows(settings)} == {("SCRIPTED", "ETH-USD"), ("SCRIPTED_B", "BTC-USD")}
+    assert symbols_for("kraken", ["BTC-USD", "binance:BTC-USDT"]) == ["BTC-USD"]
+    assert symbols_for("binance", ["binance:BTC-USDT"]) == ["BTC-USDT"] and symbols_for("binance", None) is None
