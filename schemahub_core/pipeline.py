@@ -85,7 +85,8 @@ def run_ingest(
                         streams=streams, symbols=chosen, since=since, until=until,
                         raw_payload=settings.raw_payload, pages_per_commit=pages_per_commit,
                         on_progress=on_progress)
-    rebuild_watermarks(catalog, settings.namespace, registry)
+    if stats:
+        rebuild_watermarks(catalog, settings.namespace, registry)
     return stats
 
 
