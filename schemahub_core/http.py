@@ -130,6 +130,9 @@ class SessionStats:
 
 _LIMITERS: dict[tuple[str, int, int], Limiter] = {}
 _LIMITERS_LOCK = threading.Lock()
+# The venue's latest word on the weight used in its window, per venue: it counts the whole IP, so every
+# session in the process reads it. (used weight, when seen)
+_USED_WEIGHT: dict[str, tuple[int, float]] = {}
 
 
 def _shared_limiter(name: str, limit: int, window_ms: int) -> Limiter:
@@ -167,7 +170,6 @@ class VenueSession(LimiterSession):
         self.stats = SessionStats()
         self.headers["User-Agent"] = "schemahub"
         self.headers.update(headers or {})
-        self._used: tuple[int, float] | None = None  # (used weight, time seen) from the venue's header
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Take ``request.weight`` (default 1) from the bucket, then send."""
@@ -177,9 +179,9 @@ class VenueSession(LimiterSession):
 
     def _pause_before_window_fills(self, weight: int) -> None:
         """Binance-style: the venue told us the weight used in its current window; wait if we would cross it."""
-        if self._used is None:
+        if self.policy.name not in _USED_WEIGHT:
             return
-        used, seen = self._used
+        used, seen = _USED_WEIGHT[self.policy.name]
         window = self.policy.rate.window
         now = time.time()
         if int(now // window) != int(seen // window):
@@ -195,7 +197,7 @@ class VenueSession(LimiterSession):
     def _note_used_weight(self, response: requests.Response) -> None:
         header = self.policy.used_weight_header
         if header and response.headers.get(header, "").isdigit():
-            self._used = (int(response.headers[header]), time.time())
+            _USED_WEIGHT[self.policy.name] = (int(response.headers[header]), time.time())
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
