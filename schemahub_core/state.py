@@ -15,7 +15,6 @@ SQL: ``rebuild_watermarks`` rewrites it from the snapshots at any time.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -135,18 +134,23 @@ def rebuild_watermarks(catalog: Catalog, namespace: str, registry: Registry) -> 
     Safe to run at any time and from several processes: the content is a pure
     function of the snapshots, so a retried or repeated overwrite is harmless.
     """
-    rows = watermark_rows(catalog, namespace, registry)
     order = [("source", "ascending"), ("stream", "ascending"), ("symbol", "ascending")]
-    data = pa.Table.from_pylist([{k: r[k] for k in WATERMARKS_SCHEMA.names} for r in rows],
-                                WATERMARKS_SCHEMA).sort_by(order)
-    mirror = retry_transient(lambda: catalog.load_table((namespace, WATERMARKS)))
-    current = mirror.scan().to_arrow().cast(WATERMARKS_SCHEMA) if mirror.current_snapshot() else None
-    if current is not None and current.sort_by(order).equals(data):
-        return len(rows)  # already true: no snapshot
-    with warnings.catch_warnings():  # an overwrite of an empty mirror "deletes nothing": expected
-        warnings.simplefilter("ignore", UserWarning)
-        retry_transient(lambda: catalog.load_table((namespace, WATERMARKS)).overwrite(data))
-    return len(rows)
+
+    def write() -> int:  # retried as a whole: a concurrent rewrite fails the commit, then we look again
+        rows = watermark_rows(catalog, namespace, registry)
+        data = pa.Table.from_pylist([{k: r[k] for k in WATERMARKS_SCHEMA.names} for r in rows],
+                                    WATERMARKS_SCHEMA).sort_by(order)
+        mirror = catalog.load_table((namespace, WATERMARKS))
+        current = mirror.scan().to_arrow().cast(WATERMARKS_SCHEMA) if mirror.current_snapshot() else None
+        if current is not None and current.sort_by(order).equals(data):
+            return len(rows)  # already true: no snapshot
+        if current is None or current.num_rows == 0:
+            mirror.append(data)  # an overwrite would warn that it deleted nothing
+        else:
+            mirror.overwrite(data)
+        return len(rows)
+
+    return retry_transient(write)
 
 
 def unify_rows(catalog: Catalog, namespace: str, registry: Registry) -> list[dict]:

@@ -87,6 +87,18 @@ def killed_runs(tmp_path: Path, seed: int) -> list[tuple[str | float, int, str]]
     return out
 
 
+def orphan_data_files(home: Path) -> set[str]:
+    """Parquet files in the warehouse that no table references: what a kill between write and commit leaves."""
+    settings = settings_for(home, {})
+    catalog = open_catalog(settings)
+    referenced = set()
+    for _, name in catalog.list_tables(NS):
+        table = catalog.load_table((NS, name))
+        if table.current_snapshot() is not None:
+            referenced |= {p.removeprefix("file://") for p in table.inspect.all_files().column("file_path").to_pylist()}
+    return {str(p) for p in (home / "warehouse").rglob("*.parquet")} - referenced
+
+
 def recover_and_check(home: Path, seed: int, runs: list) -> None:
     """Rerun the pipeline to completion in-process, then compare every table with what the venues served."""
     options = crash_options(seed)
@@ -120,6 +132,8 @@ def test_sigkill_anywhere_then_rerun_lands_every_trade_exactly_once(tmp_path: Pa
             assert code in (KILLED, 0), f"seed {seed} {kill}: exit {code}\n{err}"
             if i == 0 and isinstance(kill, str):  # a fresh run reaches every point: the kill must happen
                 assert code == KILLED, f"seed {seed}: fault {kill} never fired\n{err}"
+        if ".before-commit:" in str(runs[0][0]):  # the proof that the kill fell between write and commit
+            assert orphan_data_files(folder / "home"), f"seed {seed}: killed before commit, yet no file written"
         recover_and_check(folder / "home", seed, runs)
         return runs
 
