@@ -176,11 +176,10 @@ class StreamIngest:
             ckey: encode_cursor(cursor) if cursor is not None else self.committed[ckey],
             rkey: str(int(self.committed[rkey] or 0) + batch.num_rows),
         }
-        newest = pc.max(batch.column(self.stream.event_time)).as_py() if batch.num_rows else None
-        previous = datetime.fromisoformat(self.committed[tkey]) if self.committed[tkey] else None
-        last_ts = max(t for t in (newest, previous) if t is not None) if (newest or previous) else None
-        if last_ts is not None:
-            progress[tkey] = last_ts.isoformat()
+        times = [pc.max(batch.column(self.stream.event_time)).as_py() if batch.num_rows else None,
+                 datetime.fromisoformat(self.committed[tkey]) if self.committed[tkey] else None]
+        if any(t is not None for t in times):
+            progress[tkey] = max(t for t in times if t is not None).isoformat()
         progress = {k: v for k, v in progress.items() if v is not None}
         snapshot_id = self.sink.publish(self.table, batch, progress, expect={ckey: self.committed[ckey]},
                                         stage="ingest")
@@ -206,6 +205,7 @@ class StreamIngest:
         return self.stats
 
     def _run_once(self, since: datetime | None, until: datetime | None) -> bool:
+        """Fetch from the committed cursor and land page batches; False if a concurrent writer got ahead."""
         self._read_committed()
         pages = self.connector.fetch(self.stream.name, self.symbol, decode_cursor(self.committed[self.keys[0]]),
                                      since, until)

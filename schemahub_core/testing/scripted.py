@@ -29,7 +29,9 @@ import pyarrow as pa
 
 from ..connector import Column, Connector, Cursor, CursorKind, Page, Stream
 from ..hookspecs import hookimpl
+from ..mapping import Mapping as MappingSpec
 from ..mapping import parse_mapping
+from ..registry import Registry
 
 TS = pa.timestamp("us", tz="UTC")
 START_MS = 1_707_436_790_000  # 2024-02-08T23:59:50Z
@@ -170,7 +172,7 @@ class ScriptedBConnector(ScriptedConnector):
 CONNECTORS: tuple[type[ScriptedConnector], ...] = (ScriptedConnector, ScriptedBConnector)
 
 
-def mappings() -> list:
+def mappings() -> list[MappingSpec]:
     return [
         parse_mapping(MAPPING.format(name=c.name, exchange=c.name.upper()), f"<{c.name} mapping>", origin=c.name)
         for c in CONNECTORS
@@ -189,10 +191,9 @@ def register_mappings(register):
         register(m)
 
 
-def scripted_registry():
+def scripted_registry() -> Registry:
     """A registry with the built-ins and the scripted venues, without global plugin loading."""
     from ..builtins import register_targets, register_transforms
-    from ..registry import Registry
 
     registry = Registry()
     register_transforms(lambda name, fn: registry.transforms.__setitem__(name, fn))
