@@ -338,7 +338,9 @@ def _run_engine(as_json: bool, work: Any) -> list[Any]:
     def on_progress(stats: RunStats) -> None:
         if stats.name not in tasks:
             tasks[stats.name] = progress.add_task(stats.name, total=None, fetched=0)
-        progress.update(tasks[stats.name], completed=stats.landed, fetched=stats.fetched)
+        done = bool(stats.seconds or stats.error)  # the engine reports once more when a stream is finished
+        progress.update(tasks[stats.name], completed=stats.landed, fetched=stats.fetched,
+                        total=stats.landed if done else None)
 
     try:
         with progress:
