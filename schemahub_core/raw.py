@@ -33,21 +33,35 @@ def _payload(record: Mapping[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":"), default=str)
 
 
-def _cast_column(column: Column, values: list[Any], transforms: Mapping[str, Transform]) -> pa.Array:
+def _to_array(values: list[Any]) -> pa.Array:
     try:
-        array = pa.array(values)
+        return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed JSON types: cast from text
-        array = pa.array([None if v is None else str(v) for v in values], pa.string())
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _cast_column(column: Column, array: pa.Array, transforms: Mapping[str, Transform]) -> pa.Array:
     if column.cast is not None:
         array = transforms[column.cast](array, **column.params)
     return array.cast(column.type)
+
+
+def _inferred_columns(records: list[Mapping[str, Any]]) -> dict[str, pa.Array]:
+    """Every field of the records in one C++ conversion; empty when their JSON types disagree."""
+    try:
+        struct = pa.array(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return {}
+    if not pa.types.is_struct(struct.type):
+        return {}
+    return {struct.type.field(j).name: struct.field(j) for j in range(struct.type.num_fields)}
 
 
 def _bad_rows(column: Column, values: list[Any], transforms: Mapping[str, Transform]) -> dict[int, str]:
     bad = {}
     for i, value in enumerate(values):
         try:
-            _cast_column(column, [value], transforms)
+            _cast_column(column, _to_array([value]), transforms)
         except Exception as exc:
             bad[i] = f"column {column.name!r}: cannot cast {value!r}: {exc}"
     return bad
@@ -71,12 +85,17 @@ def cast_records(
             rejects[i] = f"missing key column(s) {', '.join(missing)}"
     while True:  # each failed pass rejects at least one more row
         keep = [i for i in range(len(records)) if i not in rejects]
+        kept = [records[i] for i in keep]
+        inferred = _inferred_columns(kept) if kept else {}
         arrays = []
         for column in stream.columns:
-            values = [records[i].get(column.name) for i in keep]
+            array = inferred.get(column.name)
             try:
-                arrays.append(_cast_column(column, values, transforms))
+                if array is None:
+                    array = _to_array([r.get(column.name) for r in kept])
+                arrays.append(_cast_column(column, array, transforms))
             except Exception:
+                values = [r.get(column.name) for r in kept]
                 bad = _bad_rows(column, values, transforms)
                 if not bad:
                     raise
@@ -85,11 +104,16 @@ def cast_records(
         else:
             break
     n = len(keep)
-    payload = [payloads[i] if payloads is not None else _payload(records[i]) for i in keep]
+    if not keep_payload:
+        payload = pa.nulls(n, pa.string())
+    elif payloads is not None:
+        payload = pa.array([payloads[i] for i in keep], pa.string())
+    else:
+        payload = pa.array([_payload(r) for r in kept], pa.string())
     arrays += [
         pa.repeat(pa.scalar(source, pa.string()), n),
         pa.repeat(pa.scalar(now(), pa.timestamp("us", tz="UTC")), n),
-        pa.array(payload if keep_payload else [None] * n, pa.string()),
+        payload,
     ]
     rejected = [
         Rejected(i, reason, payloads[i] if payloads is not None else _payload_any(records[i]))
