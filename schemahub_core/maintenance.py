@@ -19,6 +19,8 @@ maintenance commit fails and is planned again from the fresh table.
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -27,7 +29,12 @@ from datetime import datetime
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException, NoSuchNamespaceError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    CommitStateUnknownException,
+    NoSuchNamespaceError,
+    ValidationException,
+)
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.table import Table
@@ -40,6 +47,7 @@ from .state import CURSOR, SOURCE
 MARKER = "schemahub-maintenance"
 SMALL_FILE_BYTES = 32 * 1024 * 1024
 ATTEMPTS = 5
+COMMIT_ATTEMPTS = 50
 
 
 @dataclass
@@ -121,34 +129,58 @@ def _partition_groups(table: Table, small_file_bytes: int) -> list[list[Any]]:
     return [tasks for tasks in groups.values() if len(tasks) > 1]
 
 
-def compact(table: Table, small_file_bytes: int = SMALL_FILE_BYTES) -> int:
+def _rewrite(table: Table, groups: list[list[Any]], commit_uuid: uuid.UUID) -> tuple[list[Any], list[Any]]:
+    """Read each group and write it back as few files; (files to delete, files to add). Nothing committed."""
+    metadata = table.metadata
+    deletes, adds = [], []
+    for tasks in groups:
+        data = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(tasks)
+        written = list(_dataframe_to_data_files(metadata, data, table.io, write_uuid=commit_uuid))
+        rows_in = sum(task.file.record_count for task in tasks)
+        rows_out = sum(f.record_count for f in written)
+        if not rows_in == data.num_rows == rows_out:  # never commit a rewrite that changes the data
+            raise RuntimeError(f"compaction of {table.name()} read {data.num_rows} of {rows_in} rows and "
+                               f"wrote {rows_out}; nothing committed")
+        deletes += [task.file for task in tasks]
+        adds += written
+    return deletes, adds
+
+
+def compact(catalog: Catalog, identifier: tuple[str, str], small_file_bytes: int = SMALL_FILE_BYTES,
+            attempts: int = COMMIT_ATTEMPTS) -> int:
     """Rewrite each partition's small files into as few files as the target size allows; one commit.
 
-    The commit carries the table's progress forward, so the engine reads the same cursors and source
-    snapshot ids after it as before. Returns the number of partitions rewritten.
+    The expensive part (read, write) runs once; only the cheap commit is retried when an engine
+    commit lands first, so a busy table cannot starve compaction. Appends never touch the files
+    being replaced, so the swap stays valid on top of them; each attempt carries the progress read
+    from the table it commits onto, never an older one. Returns the number of partitions rewritten
+    (0 if another compaction replaced those files first).
     """
+    table = catalog.load_table(identifier)
     groups = _partition_groups(table, small_file_bytes)
     if not groups:
         return 0
-    metadata = table.metadata
-    carried = progress_of(table)
-    tx = table.transaction()
     commit_uuid = uuid.uuid4()
-    with tx.update_snapshot(snapshot_properties={**carried, MARKER: "compact"}).overwrite(commit_uuid) as rewrite:
-        for tasks in groups:
-            data = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(tasks)
-            written = list(_dataframe_to_data_files(metadata, data, table.io, write_uuid=commit_uuid))
-            rows_in = sum(task.file.record_count for task in tasks)
-            rows_out = sum(f.record_count for f in written)
-            if not rows_in == data.num_rows == rows_out:  # never commit a rewrite that changes the data
-                raise RuntimeError(f"compaction of {table.name()} read {data.num_rows} of {rows_in} rows and "
-                                   f"wrote {rows_out}; nothing committed")
-            for task in tasks:
-                rewrite.delete_data_file(task.file)
-            for data_file in written:
-                rewrite.append_data_file(data_file)
-    tx.commit_transaction()
-    return len(groups)
+    deletes, adds = _rewrite(table, groups, commit_uuid)
+    for attempt in range(attempts):
+        table = catalog.load_table(identifier)
+        tx = table.transaction()
+        props = {**progress_of(table), MARKER: "compact"}
+        try:
+            with tx.update_snapshot(snapshot_properties=props).overwrite(commit_uuid) as rewrite:
+                for data_file in deletes:
+                    rewrite.delete_data_file(data_file)
+                for data_file in adds:
+                    rewrite.append_data_file(data_file)
+            tx.commit_transaction()
+            return len(groups)
+        except ValidationException:
+            return 0  # some of those files are gone: another maintenance run compacted them
+        except (CommitFailedException, CommitStateUnknownException):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
+    return 0
 
 
 def expire(table: Table, older_than: datetime, keep: set[int]) -> tuple[int, list[int]]:
@@ -177,7 +209,7 @@ def maintain_table(catalog: Catalog, identifier: tuple[str, str], older_than: da
                 report.snapshots_before = len(table.metadata.snapshots)
                 report.files_before = _data_files(table)
             if do_compact:
-                report.partitions_compacted += compact(table, small_file_bytes)
+                report.partitions_compacted += compact(catalog, identifier, small_file_bytes)
                 table = catalog.load_table(identifier)
             if older_than is not None:
                 expired, kept = expire(table, older_than, needed_snapshots(table, consumed))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from storage_fixtures import MotoServer, PostgresServer, StorageHome
 
 from schemahub_core.catalog import open_catalog
 from schemahub_core.config import load_settings
+from schemahub_core.maintenance import maintain
 from schemahub_core.testing.entry_points import write_distribution
 from schemahub_core.testing.scripted import trades_for
 
@@ -122,17 +124,21 @@ def _changed_keys(table) -> list[set[str]]:
 
 
 def test_concurrent_processes_on_postgres_catalog(tmp_path: Path, postgres_home: StorageHome) -> None:
-    """Three `run ingest` processes at once on one raw table: two race on BTC-USD, one owns ETH-USD.
+    """Three `run ingest` processes at once on one raw table: two race on BTC-USD, one owns ETH-USD,
+    while a fourth process compacts the same table.
 
     Every page lands exactly once: the racing pair never doubles a page, and the ETH-USD writer, whose
-    commits keep conflicting with theirs, loses none of its commits.
+    commits keep conflicting with the others', loses none of its commits.
     """
-    env = scripted_env(tmp_path, postgres_home, trades=60, page_size=5, slow_ms=15)
+    env = scripted_env(tmp_path, postgres_home, trades=60, page_size=5, slow_ms=200)
     run_cli("init", env=env)
-    jobs = [("BTC-USD", "a"), ("BTC-USD", "b"), ("ETH-USD", "c")]
     procs = [subprocess.Popen([*SCHEMAHUB, "run", "ingest", "scripted", "--symbols", symbol, "--json"],
-                              env={**os.environ, **env}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for symbol, _ in jobs]
+                              env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for symbol in ("BTC-USD", "BTC-USD", "ETH-USD")]
+    catalog = open_catalog(load_settings())
+    while any(p.poll() is None for p in procs):  # compact the table under the writers' feet
+        maintain(catalog, NS, older_than=None, do_compact=True, small_file_bytes=1 << 30)
+        time.sleep(0.2)
     outputs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, f"{out}\n{err}"
@@ -148,6 +154,8 @@ def test_concurrent_processes_on_postgres_catalog(tmp_path: Path, postgres_home:
         assert set(ids) == {t["id"] for t in trades_for("scripted", 0, symbol, 60)}, f"gap in {symbol}"
     cursors = [s.summary.additional_properties.get("schemahub.cursor.trades.ETH-USD") for s in raw.snapshots()]
     assert len({c for c in cursors if c}) == 12, "every ETH-USD commit is its own snapshot"
+    operations = [s.summary.operation.value for s in raw.snapshots()]
+    assert "append" in operations[operations.index("overwrite"):], "no compaction landed between the writers' commits"
     order = ["ETH" if "schemahub.cursor.trades.ETH-USD" in changed else "BTC" for changed in _changed_keys(raw)]
     runs = sum(1 for a, b in zip(order, order[1:], strict=False) if a != b)
     assert runs >= 2, f"the writers did not overlap in time: {order}"
@@ -156,7 +164,6 @@ def test_concurrent_processes_on_postgres_catalog(tmp_path: Path, postgres_home:
     assert unify[0]["unified"] == 120
     keys = unified_keys()
     assert len(keys) == len(set(keys)) == 120
-
 
 
 def test_catalog_secrets_from_pyiceberg_env(tmp_path: Path, postgres_home: StorageHome,
