@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .connector import Column, Stream
 from .tables import raw_schema
@@ -78,15 +79,24 @@ def cast_records(
 ) -> tuple[pa.Table, list[Rejected]]:
     """Cast ``records`` to ``raw_schema(stream)``; return the table and the rejects."""
     rejects: dict[int, str] = {}
-    for i, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            rejects[i] = f"record is {type(record).__name__}, expected an object"
-        elif missing := [k for k in stream.key if record.get(k) is None]:
-            rejects[i] = f"missing key column(s) {', '.join(missing)}"
+    inferred = _inferred_columns(list(records)) if records else {}
+    if inferred:  # every record is an object: a missing key is a null in its column
+        missing = {k: inferred[k].is_null() if k in inferred else pa.repeat(True, len(records)) for k in stream.key}
+        any_missing = pc.or_(*missing.values()) if len(missing) > 1 else next(iter(missing.values()))
+        for i in pc.indices_nonzero(any_missing).to_pylist():
+            names = [k for k in stream.key if missing[k][i].as_py()]
+            rejects[i] = f"missing key column(s) {', '.join(names)}"
+    else:
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                rejects[i] = f"record is {type(record).__name__}, expected an object"
+            elif missing_keys := [k for k in stream.key if record.get(k) is None]:
+                rejects[i] = f"missing key column(s) {', '.join(missing_keys)}"
     while True:  # each failed pass rejects at least one more row
         keep = [i for i in range(len(records)) if i not in rejects]
         kept = [records[i] for i in keep]
-        inferred = _inferred_columns(kept) if kept else {}
+        if rejects:  # the columns of the surviving rows
+            inferred = _inferred_columns(kept) if kept else {}
         arrays = []
         for column in stream.columns:
             array = inferred.get(column.name)
