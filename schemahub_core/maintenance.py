@@ -14,7 +14,8 @@ snapshots older than a cutoff, but it never expires a snapshot the engine still 
 A compaction commit carries the table's ``schemahub.*`` progress forward unchanged and is an
 ``overwrite`` snapshot, which incremental append scans skip: unify never sees compacted rows as new.
 Commits race with the engine safely: the tables allow no silent pyiceberg retry, so a conflicting
-maintenance commit fails and is planned again from the fresh table.
+expiry is planned again from the fresh table, and a compaction (files rewritten once) retries only its
+commit on top of the newer engine commits, carrying the progress it finds there.
 """
 
 from __future__ import annotations
