@@ -8,6 +8,7 @@ Plugin authors import everything they need from here::
 from .connector import Column, Connector, ConnectorError, Cursor, CursorKind, Page, Stream
 from .hookspecs import hookimpl
 from .http import RateLimit, RetryableError, VenuePolicy, VenueSession, venue_session
+from .livefeed import LiveFeed, LiveQuote
 from .targets import Target
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "ConnectorError",
     "Cursor",
     "CursorKind",
+    "LiveFeed",
+    "LiveQuote",
     "Page",
     "RateLimit",
     "RetryableError",

@@ -9,12 +9,15 @@ its cursor in one Iceberg snapshot, which is what makes ingestion exactly-once.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from .livefeed import LiveFeed
 
 
 class CursorKind(enum.StrEnum):
@@ -119,3 +122,12 @@ class Connector:
         at the newest data. Records at or before ``cursor`` must not be yielded.
         """
         raise NotImplementedError(f"{type(self).__name__}.fetch is not implemented")
+
+    def live_feed(self, symbols: Sequence[str]) -> LiveFeed:
+        """The venue's WebSocket best bid/ask feed for canonical ``symbols`` (``schemahub live``).
+
+        Optional: a connector without one raises ``NotImplementedError`` and is
+        left out of live views. The URL comes from the ``ws_url`` option, so tests
+        and the sandbox override it like ``base_url``.
+        """
+        raise NotImplementedError(f"{self.name} has no live feed")

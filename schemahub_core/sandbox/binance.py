@@ -1,4 +1,4 @@
-"""Simulated Binance Spot REST (``/api/v3``): aggTrades, bookTicker, exchangeInfo.
+"""Simulated Binance Spot REST (``/api/v3``): aggTrades, bookTicker, exchangeInfo; WebSocket ``@bookTicker``.
 
 Wire format, parameter rules, weights, ``X-MBX-USED-WEIGHT-1M`` and error
 bodies follow the real API (see docs/VENUES facts): aggTrades rows
@@ -8,12 +8,15 @@ both time bounds are inclusive, ``m`` true means the buyer was the maker.
 
 from __future__ import annotations
 
+import json
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from .limits import Verdict
-from .market import Trade
+from .market import Quote, Trade
 from .venue import VenueApp, bad_request, int_param
 
 SYMBOLS = {"BTCUSDT": ("BTC", "USDT"), "ETHUSDT": ("ETH", "USDT")}
@@ -47,7 +50,37 @@ class BinanceApp(VenueApp):
             self.route("/api/v3/ping", lambda request, corrupt: JSONResponse({}), WEIGHTS["ping"]),
             self.route("/api/v3/time", lambda request, corrupt: JSONResponse(
                 {"serverTime": self.sandbox.clock.now_ns() // MS}), WEIGHTS["time"]),
+            WebSocketRoute("/ws/{stream}", self.ws_raw),
+            WebSocketRoute("/stream", self.ws_combined),
         ]
+
+    # -- WebSocket: raw /ws/<symbol>@bookTicker and combined /stream?streams=a/b ({"stream", "data"}) -----------
+    @staticmethod
+    def _markets(names: list[str]) -> list[tuple[str, str]]:
+        """(native, asset) of the ``<symbol>@bookTicker`` names the sandbox lists; others stay silent, as on
+        Binance."""
+        out = []
+        for name in names:
+            symbol, _, kind = name.partition("@")
+            if kind == "bookTicker" and symbol.upper() in SYMBOLS:
+                out.append((symbol.upper(), SYMBOLS[symbol.upper()][0]))
+        return out
+
+    @staticmethod
+    def _ticker(native: str, q: Quote) -> dict:
+        return {"u": q.time_ns // 1000, "s": native, "b": f"{q.bid:.8f}", "B": f"{q.bid_qty:.8f}",
+                "a": f"{q.ask:.8f}", "A": f"{q.ask_qty:.8f}"}
+
+    async def ws_raw(self, websocket: WebSocket) -> None:
+        if await self.feed.accept(websocket):
+            await self.feed.stream(websocket, self._markets([websocket.path_params["stream"]]),
+                                   lambda native, q, first: json.dumps(self._ticker(native, q)))
+
+    async def ws_combined(self, websocket: WebSocket) -> None:
+        if await self.feed.accept(websocket):
+            names = [n for n in websocket.query_params.get("streams", "").split("/") if n]
+            await self.feed.stream(websocket, self._markets(names), lambda native, q, first: json.dumps(
+                {"stream": f"{native.lower()}@bookTicker", "data": self._ticker(native, q)}))
 
     def refused(self, verdict: Verdict) -> Response:
         if verdict.status == 418:

@@ -1,4 +1,6 @@
-"""Simulated Coinbase Exchange REST: ``/products/{id}/trades`` and ``/products/{id}/ticker``.
+"""Simulated Coinbase Exchange REST: ``/products/{id}/trades`` and ``/products/{id}/ticker``; WebSocket ``/ws``
+(``ticker`` channel). The real ticker channel pushes on every match; this one pushes the simulated best
+bid/ask at a steady rate (see ``feeds``), with the same message shape.
 
 Trades come newest first; ``side`` is the MAKER's side; pagination is by
 ``trade_id`` only: ``after=X`` returns older trades (ids < X), ``before=X``
@@ -8,14 +10,16 @@ the newest/oldest id of the page. There is no time parameter.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from .limits import Verdict
-from .market import NS, VENUES, Trade
+from .market import NS, VENUES, Quote, Trade
 from .venue import VenueApp, bad_request, int_param
 
 PRODUCTS = {"BTC-USD": "BTC", "ETH-USD": "ETH"}
@@ -46,7 +50,45 @@ class CoinbaseApp(VenueApp):
         return [
             self.route("/products/{product_id}/trades", self.trades),
             self.route("/products/{product_id}/ticker", self.ticker),
+            WebSocketRoute("/ws", self.ws),
         ]
+
+    ws_path = "/ws"
+
+    async def ws(self, websocket: WebSocket) -> None:
+        """``{"type": "subscribe", "product_ids": [...], "channels": ["ticker"]}`` -> ``subscriptions``, then
+        ``ticker`` messages. An unknown product is refused with an ``error`` message, as Coinbase does."""
+        if not await self.feed.accept(websocket):
+            return
+        request = await self.feed.receive_json(websocket)
+        if not isinstance(request, dict) or request.get("type") != "subscribe":
+            await websocket.close(code=1008)  # Coinbase drops a client that does not subscribe within 5 s
+            return
+        products = [str(p) for p in request.get("product_ids") or []]
+        unknown = [p for p in products if p not in PRODUCTS]
+        if unknown:
+            await websocket.send_json({"type": "error", "message": "Failed to subscribe",
+                                       "reason": f"{unknown[0]} is not a valid product"})
+            await websocket.close()
+            return
+        await websocket.send_json({"type": "subscriptions", "channels": [{"name": "ticker", "product_ids": products}]})
+        await self.feed.stream(websocket, [(p, PRODUCTS[p]) for p in products], self._ticker_message)
+
+    def _ticker_message(self, product: str, q: Quote, first: bool) -> str:
+        asset = PRODUCTS[product]
+        m = self.market
+        last = m.trades_from("coinbase", asset, m.index_at("coinbase", asset, q.time_ns + 1) - 1, 1, q.time_ns)
+        price = last[0].price if last else q.bid
+        return json.dumps({
+            "type": "ticker", "sequence": q.time_ns // 1000, "product_id": product, "price": f"{price:.2f}",
+            "open_24h": f"{price:.2f}", "volume_24h": "12345.67890000", "low_24h": f"{price:.2f}",
+            "high_24h": f"{price:.2f}", "volume_30d": "345678.12345678",
+            "best_bid": f"{q.bid:.2f}", "best_bid_size": f"{q.bid_qty:.8f}",
+            "best_ask": f"{q.ask:.2f}", "best_ask_size": f"{q.ask_qty:.8f}",
+            "side": "sell" if last and last[0].taker == "sell" else "buy",  # the TAKER's side on ticker
+            "time": iso(q.time_ns), "trade_id": last[0].id if last else 0,
+            "last_size": f"{last[0].qty:.8f}" if last else "0",
+        })
 
     def refused(self, verdict: Verdict) -> Response:
         headers = {"Retry-After": f"{verdict.retry_after:g}"} if verdict.retry_after else None

@@ -1,4 +1,4 @@
-"""Simulated Kraken Spot REST: ``/0/public/Trades`` and ``/0/public/Ticker``.
+"""Simulated Kraken Spot REST: ``/0/public/Trades`` and ``/0/public/Ticker``; WebSocket v2 ``/ws/v2`` ``ticker``.
 
 Errors, including rate limiting, come in a 200 body (``{"error": [...]}``).
 The result is keyed by Kraken's own pair name (``XXBTZUSD``) whatever alias was
@@ -15,10 +15,11 @@ import re
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from .limits import Verdict
-from .market import NS, Trade
+from .market import NS, Quote, Trade
 from .venue import VenueApp, int_param
 
 PAIRS = {"XXBTZUSD": "BTC", "XETHZUSD": "ETH"}
@@ -54,7 +55,43 @@ class KrakenApp(VenueApp):
         return [
             self.route("/0/public/Trades", self.trades),
             self.route("/0/public/Ticker", self.ticker),
+            WebSocketRoute("/ws/v2", self.ws),
         ]
+
+    ws_path = "/ws/v2"
+    WS_SYMBOLS = {"BTC/USD": "BTC", "ETH/USD": "ETH"}
+
+    async def ws(self, websocket: WebSocket) -> None:
+        """v2: a ``status`` message, then ``{"method": "subscribe", "params": {"channel": "ticker", "symbol":
+        [...]}}`` -> one ack per symbol, a ``snapshot``, then ``update`` messages (numbers, not strings)."""
+        if not await self.feed.accept(websocket):
+            return
+        await websocket.send_json({"channel": "status", "type": "update", "data": [
+            {"version": "2.0.10", "system": "online", "api_version": "v2", "connection_id": id(websocket)}]})
+        request = await self.feed.receive_json(websocket)
+        params = request.get("params") if isinstance(request, dict) else None
+        if not isinstance(params, dict) or request.get("method") != "subscribe" or params.get("channel") != "ticker":
+            await websocket.close(code=1008)
+            return
+        markets = []
+        for symbol in params.get("symbol") or []:
+            ok = symbol in self.WS_SYMBOLS
+            ack: dict = {"method": "subscribe", "success": ok, "time_in": "", "time_out": ""}
+            if ok:
+                ack["result"] = {"channel": "ticker", "symbol": symbol, "snapshot": True,
+                                 "event_trigger": params.get("event_trigger", "trades")}
+                markets.append((symbol, self.WS_SYMBOLS[symbol]))
+            else:
+                ack.update(error=f"Currency pair not supported {symbol}", symbol=symbol)
+            await websocket.send_json(ack)
+        await self.feed.stream(websocket, markets, self._ticker_message)
+
+    def _ticker_message(self, symbol: str, q: Quote, first: bool) -> str:
+        bid, ask = math.floor(q.bid * 10) / 10, math.ceil(q.ask * 10) / 10
+        mid = round((bid + ask) / 2, 1)
+        return json.dumps({"channel": "ticker", "type": "snapshot" if first else "update", "data": [{
+            "symbol": symbol, "bid": bid, "bid_qty": q.bid_qty, "ask": ask, "ask_qty": q.ask_qty, "last": mid,
+            "volume": 1234.5, "vwap": mid, "low": mid, "high": mid, "change": 0.0, "change_pct": 0.0}]})
 
     def refused(self, verdict: Verdict) -> Response:
         return _error("EAPI:Rate limit exceeded")

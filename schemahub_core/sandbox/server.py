@@ -6,7 +6,8 @@ base URL alone (``SCHEMAHUB_BINANCE_BASE_URL=http://127.0.0.1:8765/binance``)::
     /binance/api/v3/aggTrades ...      /coinbase/products/BTC-USD/trades ...
     /kraken/0/public/Trades ...        /_sandbox/{stats,faults,config}  (control)
 
-The venues' WebSocket feeds will mount next to the REST routes (``/binance/ws``...).
+The venues' WebSocket feeds sit next to the REST routes (``/binance/stream``, ``/coinbase/ws``,
+``/kraken/ws/v2``; ``ws_url(venue)``), with ``/_sandbox/live`` to script a divergence or drop a feed.
 The sandbox clock starts at the end of the simulated days (2024-02-10 00:00 UTC)
 and runs forward in real time, so the market stays "live" while history is fixed.
 """
@@ -101,6 +102,7 @@ class Sandbox:
             Route("/", self._index),
             Route("/_sandbox/stats", self._stats),
             Route("/_sandbox/faults", self._faults, methods=["GET", "POST", "DELETE"]),
+            Route("/_sandbox/live", self._live, methods=["GET", "POST"]),
         ]
         return Starlette(routes=routes)
 
@@ -119,6 +121,20 @@ class Sandbox:
         elif request.method == "DELETE":
             self.faults.clear()
         return JSONResponse({"pending": self.faults.pending(), "fired": self.faults.fired})
+
+    async def _live(self, request: Request) -> JSONResponse:
+        """POST {"venue", "diverge_bps", "ms"[, "asset"]} or {"venue", "drop": true[, "refuse_ms"]}."""
+        if request.method == "POST":
+            body = await request.json()
+            if not isinstance(body, dict) or body.get("venue") not in self.venues:
+                return JSONResponse({"error": f"unknown venue (venues: {', '.join(self.venues)})"}, status_code=400)
+            feed = self.venues[body["venue"]].feed
+            if body.get("drop"):
+                feed.drop(float(body.get("refuse_ms", 0)))
+            if "diverge_bps" in body:
+                feed.diverge(float(body["diverge_bps"]), float(body.get("ms", 1000)), body.get("asset"))
+        return JSONResponse({n: {**v.feed.stats.as_dict(), "divergences": [d.as_dict() for d in v.feed.divergences]}
+                             for n, v in self.venues.items()})
 
     # -- control --------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -154,9 +170,14 @@ class Sandbox:
     def base_urls(self) -> dict[str, str]:
         return {name: self.base_url(name) for name in self.venues} if self.port else {}
 
+    def ws_url(self, venue: str) -> str:
+        """The venue's WebSocket endpoint here (its connector's ``ws_url`` option)."""
+        return f"ws://{self.host}:{self.port}/{venue}{self.venues[venue].ws_path}" if self.port else ""
+
     def connector_options(self, venue: str, **extra: Any) -> dict[str, Any]:
         """Options that point a venue's connector here, with a client rate matching the sandbox's limit."""
-        return {"base_url": self.base_url(venue), "rate_limit": self.venues[venue].limit.spec(), **extra}
+        return {"base_url": self.base_url(venue), "ws_url": self.ws_url(venue),
+                "rate_limit": self.venues[venue].limit.spec(), **extra}
 
     def env(self) -> dict[str, str]:
         """Environment variables that point every connector at this sandbox."""
@@ -164,6 +185,7 @@ class Sandbox:
         for name in self.venues:
             out[f"SCHEMAHUB_{name.upper()}_BASE_URL"] = self.base_url(name)
             out[f"SCHEMAHUB_{name.upper()}_RATE_LIMIT"] = self.venues[name].limit.spec()
+            out[f"SCHEMAHUB_{name.upper()}_WS_URL"] = self.ws_url(name)
         return out
 
     # -- lifecycle ----------------------------------------------------------------------------------

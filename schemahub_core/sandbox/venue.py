@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .faults import Fault
+from .feeds import Feed
 from .limits import FixedWindowWeight, Limit, TokenBucket, Verdict
 from .market import LABEL
 
@@ -47,6 +48,7 @@ class VenueApp:
 
     name: str = ""
     weighted = False  # True: fixed-window request weight (Binance); False: token bucket
+    ws_path = ""  # where the venue's WebSocket endpoint sits under its prefix (its ws_url, as base_url for REST)
 
     def __init__(self, sandbox: Sandbox, limit: Limit) -> None:
         self.sandbox = sandbox
@@ -55,6 +57,7 @@ class VenueApp:
         self.limiter: FixedWindowWeight | TokenBucket = (
             FixedWindowWeight(limit) if self.weighted else TokenBucket(limit))
         self.stats = VenueStats()
+        self.feed = Feed(self)  # the WebSocket side: pushes, scripted divergences, drops
 
     # -- venue specifics (overridden) -------------------------------------------------------------
     def routes(self) -> list[Route]:

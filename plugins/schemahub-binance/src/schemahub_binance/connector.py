@@ -1,4 +1,5 @@
-"""Binance Spot: aggregated trades (``/api/v3/aggTrades``, cursor = aggregate trade id) and book ticker quotes.
+"""Binance Spot: aggregated trades (``/api/v3/aggTrades``, cursor = aggregate trade id) and book ticker quotes,
+REST and live (WebSocket ``<symbol>@bookTicker``, ``{u,s,b,B,a,A}``, on the combined ``/stream`` endpoint).
 
 Paging: the first page starts at ``startTime`` (inclusive, ms) when a ``since``
 is given, then every next page asks ``fromId = last a + 1`` (Binance refuses
@@ -11,7 +12,7 @@ reaches a 429, let alone the 418 ban that follows one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,8 @@ from schemahub_core import (
     ConnectorError,
     Cursor,
     CursorKind,
+    LiveFeed,
+    LiveQuote,
     Page,
     RateLimit,
     Stream,
@@ -33,6 +36,7 @@ from schemahub_core import (
 TS = pa.timestamp("us", tz="UTC")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BASE_URL = "https://api.binance.com"
+WS_URL = "wss://stream.binance.com:9443"
 PAGE_SIZE = 1000
 WEIGHTS = {"aggTrades": 4, "bookTicker": 2}
 
@@ -110,6 +114,11 @@ class BinanceConnector(Connector):
     def native_symbol(self, symbol: str) -> str:
         return symbol.replace("-", "").replace("/", "").upper()
 
+    def live_feed(self, symbols: Sequence[str]) -> BinanceLiveFeed:
+        """``@bookTicker`` for ``symbols`` on one combined-stream connection (option ``ws_url``)."""
+        return BinanceLiveFeed(str(self.options.get("ws_url") or WS_URL),
+                               {self.native_symbol(s): s.upper() for s in symbols})
+
     def close(self) -> None:
         self.session.close()
 
@@ -163,3 +172,24 @@ class BinanceConnector(Connector):
             raise ConnectorError(f"binance: bookTicker for {native} returned {type(body).__name__}, expected an object")
         received = _us(datetime.now(UTC))
         return Page([{**body, "time": received}], received, [json.dumps(body, separators=(",", ":"))])
+
+
+class BinanceLiveFeed(LiveFeed):
+    """Binance's book ticker stream. It carries no time: ``quote_ts`` is the receive time, as for REST."""
+
+    exchange = "BINANCE"
+
+    def connect_url(self) -> str:
+        streams = "/".join(f"{native.lower()}@bookTicker" for native in self.symbols)
+        return f"{self.url}/stream?streams={streams}"
+
+    def parse(self, message: str, received: datetime) -> list[LiveQuote]:
+        body = json.loads(message)
+        data = body.get("data", body) if isinstance(body, dict) else None
+        if not isinstance(data, dict) or "u" not in data:
+            return []  # e.g. {"result": null, "id": 1}
+        native = data["s"]
+        record = {"symbol": native, "bidPrice": data["b"], "bidQty": data["B"], "askPrice": data["a"],
+                  "askQty": data["A"], "time": _us(received)}
+        return [LiveQuote(self.exchange, self.symbols.get(native, native), native, float(data["b"]), float(data["B"]),
+                          float(data["a"]), float(data["A"]), received, received, record, message, int(data["u"]))]

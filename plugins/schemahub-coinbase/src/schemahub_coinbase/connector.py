@@ -8,12 +8,15 @@ newest trade, then bisection: about 2·log2(N) one-row requests instead of N/100
 full pages), and from there every page walks forward with ``before=<last id>``,
 which is also how a run resumes from its cursor. ``until`` is exclusive.
 REST ``side`` is the MAKER's side; the mapping inverts it.
+
+Live quotes come from the WebSocket ``ticker`` channel (``best_bid``, ``best_bid_size``...,
+``time``, ``sequence``), renamed to the REST ticker's columns so both land in ``raw_coinbase_quotes``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +28,8 @@ from schemahub_core import (
     ConnectorError,
     Cursor,
     CursorKind,
+    LiveFeed,
+    LiveQuote,
     Page,
     RateLimit,
     Stream,
@@ -34,6 +39,7 @@ from schemahub_core import (
 
 TS = pa.timestamp("us", tz="UTC")
 BASE_URL = "https://api.exchange.coinbase.com"
+WS_URL = "wss://ws-feed.exchange.coinbase.com"
 PAGE_SIZE = 1000
 
 TRADES = Stream(
@@ -104,6 +110,11 @@ class CoinbaseConnector(Connector):
 
     def native_symbol(self, symbol: str) -> str:
         return symbol.replace("/", "-").upper()
+
+    def live_feed(self, symbols: Sequence[str]) -> CoinbaseLiveFeed:
+        """The ``ticker`` channel for ``symbols`` (option ``ws_url``)."""
+        return CoinbaseLiveFeed(str(self.options.get("ws_url") or WS_URL),
+                                {self.native_symbol(s): s.upper() for s in symbols})
 
     def close(self) -> None:
         self.session.close()
@@ -220,3 +231,31 @@ def _order(row: Any) -> int:
 
 def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+class CoinbaseLiveFeed(LiveFeed):
+    """Coinbase Exchange ``ticker`` channel; ``time`` is the venue's, ``sequence`` orders the messages."""
+
+    exchange = "COINBASE"
+
+    def subscribe_messages(self) -> list[dict[str, Any]]:
+        return [{"type": "subscribe", "product_ids": list(self.symbols), "channels": ["ticker"]}]
+
+    def parse(self, message: str, received: datetime) -> list[LiveQuote]:
+        body = json.loads(message)
+        kind = body.get("type") if isinstance(body, dict) else None
+        if kind == "error":
+            self.report(f"coinbase: {body.get('message')}: {body.get('reason')}")
+        if kind != "ticker":
+            return []  # subscriptions, heartbeat...
+        product = body["product_id"]
+        record = {"product_id": product, "trade_id": body.get("trade_id"), "price": body.get("price"),
+                  "size": body.get("last_size"), "bid": body["best_bid"], "ask": body["best_ask"],
+                  "bid_size": body.get("best_bid_size"), "ask_size": body.get("best_ask_size"),
+                  "volume": body.get("volume_24h"), "time": body["time"]}
+        bid_size, ask_size = body.get("best_bid_size"), body.get("best_ask_size")
+        sequence = body.get("sequence")
+        return [LiveQuote(self.exchange, self.symbols.get(product, product), product, float(body["best_bid"]),
+                          float(bid_size) if bid_size is not None else None, float(body["best_ask"]),
+                          float(ask_size) if ask_size is not None else None, _parse_time(body["time"]), received,
+                          record, message, sequence if isinstance(sequence, int) else None)]

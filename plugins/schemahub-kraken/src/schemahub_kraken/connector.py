@@ -8,12 +8,15 @@ float seconds: the body is parsed with floats kept as their decimal text so the
 so a first run starts at ``since - 1 ns``; ``until`` is exclusive; when a run
 stops at ``until`` mid-page the cursor is the last *yielded* trade's time, not
 the page's ``last``, so a resume neither skips nor repeats.
+
+Live quotes come from WebSocket v2 ``ticker`` (``event_trigger: bbo``: one update per best bid/offer
+change; ``bid``/``bid_qty``/``ask``/``ask_qty`` are real book sizes, unlike the REST lot volumes).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -27,6 +30,8 @@ from schemahub_core import (
     ConnectorError,
     Cursor,
     CursorKind,
+    LiveFeed,
+    LiveQuote,
     Page,
     RateLimit,
     RetryableError,
@@ -38,6 +43,7 @@ from schemahub_core import (
 TS = pa.timestamp("us", tz="UTC")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BASE_URL = "https://api.kraken.com"
+WS_URL = "wss://ws.kraken.com/v2"
 PAGE_SIZE = 1000
 FIELDS = ("price", "volume", "time", "side", "ordertype", "misc", "trade_id")
 # Canonical -> the pair name Kraken accepts in requests (it answers with its own key, e.g. XXBTZUSD).
@@ -146,6 +152,11 @@ class KrakenConnector(Connector):
     def close(self) -> None:
         self.session.close()
 
+    def live_feed(self, symbols: Sequence[str]) -> KrakenLiveFeed:
+        """WebSocket v2 ``ticker`` for ``symbols`` (v2 writes ``BTC/USD``; option ``ws_url``)."""
+        return KrakenLiveFeed(str(self.options.get("ws_url") or WS_URL),
+                              {s.upper().replace("-", "/"): s.upper() for s in symbols})
+
     def _result(self, path: str, params: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
         body, _ = self.session.get_json(f"{self.base_url}{path}", params)
         result = body["result"]
@@ -210,3 +221,36 @@ class KrakenConnector(Connector):
                   "ask_lot_volume": field("a", 2), "bid_qty": None, "ask_qty": None, "last": field("c", 0),
                   "time": _ns(datetime.now(UTC)) // 1000}
         return Page([record], record["time"], [json.dumps(info, separators=(",", ":"))])
+
+
+class KrakenLiveFeed(LiveFeed):
+    """Kraken WS v2 ``ticker``. Its messages carry no time: ``quote_ts`` is the receive time."""
+
+    exchange = "KRAKEN"
+
+    def subscribe_messages(self) -> list[dict[str, Any]]:
+        return [{"method": "subscribe", "params": {"channel": "ticker", "symbol": list(self.symbols),
+                                                   "event_trigger": "bbo", "snapshot": True}}]
+
+    def parse(self, message: str, received: datetime) -> list[LiveQuote]:
+        body = json.loads(message)
+        if not isinstance(body, dict):
+            return []
+        if body.get("method") == "subscribe" and body.get("success") is False:
+            self.report(f"kraken: {body.get('error')}")
+        if body.get("channel") != "ticker" or body.get("type") not in ("snapshot", "update"):
+            return []  # status, heartbeat, acks
+        quotes = []
+        for item in body.get("data") or []:
+            pair = item["symbol"]
+            record = {"pair": pair, "bid": item["bid"], "bid_qty": item.get("bid_qty"), "ask": item["ask"],
+                      "ask_qty": item.get("ask_qty"), "bid_lot_volume": None, "ask_lot_volume": None,
+                      "last": item.get("last"), "time": _ns(received) // 1000}
+            quotes.append(LiveQuote(self.exchange, self.symbols.get(pair, pair), pair, float(item["bid"]),
+                                    _float(item.get("bid_qty")), float(item["ask"]), _float(item.get("ask_qty")),
+                                    received, received, record, message))
+        return quotes
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
