@@ -212,10 +212,12 @@ def render_board(board: Board, now: datetime | None = None, *, lander: Lander | 
                  events: int = 6) -> RenderableType:
     """The live table (one row per venue and compared symbol) and the latest discrepancy events."""
     now = now or datetime.now(UTC)
-    table = Table(title=f"live best bid/ask (deviation = mid vs cross-venue median; threshold "
-                        f"{board.threshold_bps:g} bps)", title_justify="left")
+    table = Table(title=f"live best bid/ask; dev = mid vs cross-venue median, threshold {board.threshold_bps:g} bps",
+                  title_justify="left")
     for name in ("symbol", "venue", "market", "bid", "ask", "mid", "spread bps", "dev bps", "age ms", "status"):
-        table.add_column(name, justify="left" if name in ("symbol", "venue", "market", "status") else "right")
+        text = name in ("symbol", "venue", "market", "status")
+        table.add_column(name, justify="left" if text else "right", no_wrap=True,
+                         min_width=9 if name in ("bid", "ask", "mid") else None)
     for (group, _), row in board.rows.items():
         q = row.quote
         stale = row.stale(now, board.stale_after)
