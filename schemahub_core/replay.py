@@ -190,7 +190,14 @@ def read_scan(scan: DataScan) -> tuple[pa.Table, int]:
     tasks = list(scan.plan_files())
     reader = ArrowScan(scan.table_metadata, scan.io, scan.projection(), scan.row_filter, scan.case_sensitive,
                        scan.limit)
-    return reader.to_table(tasks), len(tasks)
+    return plain_strings(reader.to_table(tasks)), len(tasks)
+
+
+def plain_strings(tbl: pa.Table) -> pa.Table:
+    """large_string columns as string: files written by other tools read back large, and the compute here mixes
+    columns with string literals."""
+    schema = pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in tbl.schema])
+    return tbl if schema.equals(tbl.schema) else tbl.cast(schema)
 
 
 def _pick_markets(tbl: pa.Table, symbols: list[str]) -> dict[str, str]:
@@ -268,6 +275,7 @@ def load_replay(catalog: Catalog, namespace: str, request: ReplayRequest) -> Rep
             q = window_scan(qtable, symbols, load_from, end_us, venues=tuple(markets), snapshot_id=qsnap.snapshot_id,
                             time_column="quote_ts",
                             columns=("exchange", "symbol", "bid_price", "ask_price", "quote_ts")).to_arrow()
+            q = plain_strings(q)
             q = _keep_markets(q, markets)
             quotes = q if q.num_rows else None
     return Replay(request=request, symbols=tuple(symbols), markets=markets, trades=trades, quotes=quotes,

@@ -306,3 +306,15 @@ def test_sandbox_event_shows_coinbase_lagging_binance_40_to_120ms(home: Path, tm
     assert kraken["lag_ms"] > coinbase["lag_ms"], lead["headlines"]  # Kraken later still
     assert summary["disagreement"]["peak_bps"] > 5
     assert "BINANCE leads COINBASE by ~" in html.read_text()
+
+
+def test_replay_reads_tables_whose_files_hold_large_strings(catalog) -> None:
+    """Files written by other tools (or through Schema.as_arrow()) read back as large_string."""
+    table = trades_table(catalog)
+    start = us(EVENT)
+    for venue, offset in (("BINANCE", 0), ("COINBASE", 40_000)):
+        rows = trades(venue, start + np.arange(20) * 100_000 + offset, np.full(20, 42_000.0))
+        table.append(rows.cast(table.schema().as_arrow()))
+    assert pa.types.is_large_string(table.scan().to_arrow().schema.field("symbol").type)
+    replay = load_replay(catalog, "schemahub", ReplayRequest("BTC-USD", EVENT, timedelta(seconds=12)))
+    assert replay.summary()["trades"] == 40 and set(replay.markets) == {"BINANCE", "COINBASE"}
