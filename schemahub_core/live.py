@@ -424,7 +424,11 @@ class LiveSession:
         assert self.lander is not None
         while True:
             await asyncio.sleep(self.flush_every)
-            await asyncio.to_thread(self.lander.flush)
+            try:
+                await asyncio.to_thread(self.lander.flush)
+            except Exception as exc:  # e.g. the catalog is unreachable: quotes stay pending, the next flush retries
+                self.lander.last_error = f"{type(exc).__name__}: {exc}"
+            self._notify()
 
     async def run(self, duration: float | None = None, *, until: Callable[[LiveSession], Any] | None = None,
                   refresh: Callable[[], None] | None = None, refresh_every: float = 0.125) -> None:
