@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .harness import Result, machine
 
-# name -> module; each module has ``run(quick: bool, workdir: Path) -> Result``
+# name -> module; each has ``run(quick: bool, workdir: Path) -> Result | list[Result]``
 BENCHMARKS = {
     "landing": "benchmarks.landing",
     "unify_delta": "benchmarks.unify_delta",
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             module = importlib.import_module(BENCHMARKS[name])
             with tempfile.TemporaryDirectory(prefix=f"schemahub-bench-{name}-") as tmp:
-                results.append(module.run(quick=args.quick, workdir=Path(tmp)))
+                produced = module.run(quick=args.quick, workdir=Path(tmp))
+                results += produced if isinstance(produced, list) else [produced]
         except Exception as exc:
             errors[name] = f"{type(exc).__name__}: {exc}"
             console.print(traceback.format_exc(), style="red", highlight=False)

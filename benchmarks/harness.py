@@ -29,6 +29,7 @@ class Result:
     target: float
     goal: str = "max"
     details: dict[str, Any] = field(default_factory=dict)
+    also: bool = True  # a second condition the claim needs (e.g. zero 429s)
 
     @property
     def ratio(self) -> float:
@@ -36,7 +37,7 @@ class Result:
 
     @property
     def met(self) -> bool:
-        return self.ratio <= self.target if self.goal == "max" else self.ratio >= self.target
+        return self.also and (self.ratio <= self.target if self.goal == "max" else self.ratio >= self.target)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": self.ratio, "met": self.met}

@@ -1,0 +1,58 @@
+"""Landing: pre-fetched venue pages -> raw Iceberg table through the engine, vs the Parquet floor.
+
+The floor is the least any loader must do with the same rows: parse the JSON,
+build an Arrow table with the same types, write it with pyarrow.parquet. The
+engine adds per-page casting with quarantine, the cursor in every commit and
+Iceberg metadata.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .harness import Result, median_seconds
+from .prefetched import land
+from .warehouse import Warehouse, fresh_warehouse
+from .workload import FLOOR_SCHEMA, binance_pages
+
+
+def floor(pages: list[str], path: Path) -> int:
+    tables = []
+    for body in pages:
+        rows = json.loads(body)
+        t = pa.Table.from_pylist([{**row, "symbol": "BTCUSDT"} for row in rows])
+        tables.append(t.set_column(t.schema.get_field_index("p"), "p", pc.cast(t["p"], pa.float64()))
+                       .set_column(t.schema.get_field_index("q"), "q", pc.cast(t["q"], pa.float64()))
+                       .set_column(t.schema.get_field_index("T"), "T",
+                                   pc.cast(pc.multiply(t["T"], 1000), pa.timestamp("us", tz="UTC"))))
+    table = pa.concat_tables(tables).select(FLOOR_SCHEMA.names).cast(FLOOR_SCHEMA)
+    pq.write_table(table, path)
+    return table.num_rows
+
+
+def run(quick: bool, workdir: Path) -> list[Result]:
+    n = 100_000 if quick else 1_000_000
+    pages = binance_pages(n)
+    counter = itertools.count()
+    warehouses: list[Warehouse] = []
+
+    def new_warehouse() -> None:  # untimed: a fresh catalog with its tables
+        warehouses.append(fresh_warehouse(workdir / f"wh{next(counter)}"))
+
+    floor_s, floor_runs = median_seconds(lambda: floor(pages, workdir / f"floor{next(counter)}.parquet"))
+    engine_s, engine_runs = median_seconds(lambda: land(warehouses[-1], pages), setup=new_warehouse)
+    landed = warehouses[-1].table("raw_binance_trades").scan(selected_fields=("a",)).to_arrow()
+    assert landed.num_rows == n and pc.count_distinct(landed["a"]).as_py() == n, "landing lost or doubled rows"
+    payload_s, _ = median_seconds(lambda: land(warehouses[-1], pages, raw_payload=True), setup=new_warehouse,
+                                  runs=1 if quick else 3)
+    details = {"trades": n, "pages": len(pages), "pages_per_commit": 100, "floor_runs_s": floor_runs,
+               "engine_runs_s": engine_runs, "engine_with_raw_payload_s": payload_s,
+               "engine_trades_per_s": round(n / engine_s)}
+    return [Result("landing", f"{n:,} trades from JSON pages -> raw Iceberg table, vs JSON->Arrow->Parquet floor",
+                   engine_s, floor_s, "s", 1.5, details=details)]
