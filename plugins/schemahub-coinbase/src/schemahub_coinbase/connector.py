@@ -84,6 +84,9 @@ def _error_message(body: Any) -> str | None:
 POLICY = VenuePolicy(
     name="coinbase",
     rate=RateLimit(10, 1),  # public endpoints: 10 requests/s per IP (bursts to 15)
+    # the venue's bucket takes bursts of 15, which absorbs arrival jitter: 97 % of the rate never trips it
+    # (benchmarks/rate_limit.py measured 0.894 of the allowed rate at the default 90 %)
+    headroom=0.97,
     error_message=_error_message,
 )
 
