@@ -25,6 +25,7 @@ BENCHMARKS = {
     "rate_limit": "benchmarks.rate_limit",
     "replay_latency": "benchmarks.replay_latency",
     "peer_dlt": "benchmarks.peer_dlt",
+    "commit_history": "benchmarks.commit_history",
 }
 RESULTS = Path(__file__).parent / "results"
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r} (known: {', '.join(BENCHMARKS)})")
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)
     results: list[Result] = []
     errors: dict[str, str] = {}
     started = time.perf_counter()

@@ -33,7 +33,7 @@ def prepare(folder: Path, days: int, per_day: int) -> Warehouse:
 
 
 def run(quick: bool, workdir: Path) -> list[Result]:
-    per_day = 20_000 if quick else 200_000
+    per_day = 20_000 if quick else 50_000
     request = ReplayRequest(symbol="BTC-USD", start=AT, window=timedelta(seconds=12))
     timings = {}
     for days in (1, 90):
