@@ -64,5 +64,17 @@ def register_targets(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def register_sandbox_venues(register: Callable[[type], None]) -> None:
+    """Register simulated venues for ``schemahub sandbox``, e.g. ``register(MyVenueApp)``.
+
+    A simulated venue is a subclass of ``schemahub_core.sandbox.VenueApp`` that
+    speaks the real venue's wire format on 127.0.0.1 under ``/<name>``, with its
+    rate limit and the sandbox's fault injection. It is served next to the
+    built-in venues, so tests, the demo and ``schemahub plugins test`` run the
+    plugin's connector offline, exactly like the built-in ones.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add subcommands to the ``schemahub`` click group, e.g. ``@cli.command()``."""

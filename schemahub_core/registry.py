@@ -27,6 +27,7 @@ class Registry:
     sinks: dict[str, type] = field(default_factory=dict)
     mappings: list[tuple[str, Any]] = field(default_factory=list)  # (plugin, path or Mapping)
     targets: dict[str, Target] = field(default_factory=dict)
+    sandbox_venues: dict[str, type] = field(default_factory=dict)  # name -> sandbox.VenueApp subclass
     provided: dict[str, dict[str, list[str]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     errors: dict[str, str] = field(default_factory=dict)  # plugin -> error raised by one of its hooks
 
@@ -73,11 +74,18 @@ def _collect(registry: Registry) -> None:
             registry.provided[plugin]["targets"].append(target.name)
         return register
 
+    def sandbox_venues(plugin: str):
+        def register(cls: type) -> None:
+            registry.sandbox_venues[cls.name] = cls
+            registry.provided[plugin]["sandbox_venues"].append(cls.name)
+        return register
+
     run("register_transforms", transforms)
     run("register_targets", targets)
     run("register_sinks", sinks)
     run("register_connectors", connectors)
     run("register_mappings", mappings)
+    run("register_sandbox_venues", sandbox_venues)
 
 
 @functools.cache

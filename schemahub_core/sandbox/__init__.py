@@ -1,12 +1,19 @@
-"""Simulated Binance, Coinbase and Kraken venues on 127.0.0.1, serving SIMULATED market data.
+"""Simulated venues on 127.0.0.1, serving SIMULATED market data; also the public API for a plugin's own venue.
 
 ``Sandbox(SandboxConfig(...)).start()`` serves them in-process on a free port;
 ``schemahub sandbox`` serves them in the foreground. See ``server.py`` for URLs.
+
+A plugin contributes a simulated venue by subclassing ``VenueApp`` (routes through ``VenueApp.route``, so
+rate limits, faults and stats behave as for the built-ins), optionally trading in the shared ``Market`` through
+a ``MarketVenue`` profile, and registering it with the ``register_sandbox_venues`` hook (docs/plugins.md).
 """
 
-from .limits import Limit
-from .market import EVENT_AT, EVENT_SECONDS, LABEL, MARKET_END, MARKET_START, Market
-from .server import FAST_LIMITS, REAL_LIMITS, SYMBOLS, Sandbox, SandboxConfig
+from .limits import Limit, Verdict
+from .market import EVENT_AT, EVENT_SECONDS, LABEL, MARKET_END, MARKET_START, Market, Trade, to_ns
+from .market import Venue as MarketVenue
+from .server import FAST_LIMITS, REAL_LIMITS, SYMBOLS, Sandbox, SandboxConfig, venue_apps
+from .venue import VenueApp, bad_request, int_param
 
 __all__ = ["EVENT_AT", "EVENT_SECONDS", "FAST_LIMITS", "LABEL", "MARKET_END", "MARKET_START", "REAL_LIMITS",
-           "SYMBOLS", "Limit", "Market", "Sandbox", "SandboxConfig"]
+           "SYMBOLS", "Limit", "Market", "MarketVenue", "Sandbox", "SandboxConfig", "Trade", "VenueApp", "Verdict",
+           "bad_request", "int_param", "to_ns", "venue_apps"]

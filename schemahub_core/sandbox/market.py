@@ -109,6 +109,13 @@ class Market:
         self._phases = {a: [rng.uniform(0, 2 * math.pi) for _ in _WAVES] for a in ASSETS}
         self._prefix: dict[tuple[str, str], list[int]] = {}
         self._hours = functools.lru_cache(maxsize=96)(self._generate_hour)
+        self.venues: dict[str, Venue] = dict(VENUES)
+
+    def add_venue(self, profile: Venue) -> None:
+        """Let a plugin's simulated venue trade in this market (``VenueApp.market_profile``)."""
+        if self.venues.get(profile.name, profile) != profile:
+            raise ValueError(f"market venue {profile.name!r} is already defined differently")
+        self.venues[profile.name] = profile
 
     # -- prices ---------------------------------------------------------------------------------
     @staticmethod
@@ -138,7 +145,7 @@ class Market:
 
     def venue_mid(self, venue: str, asset: str, t_ns: int) -> float:
         """What ``venue`` shows: the latent price seen late by the venue's lag, plus basis and disagreement."""
-        v = VENUES[venue]
+        v = self.venues[venue]
         lo, hi = v.lag_ms
         lag = lo + (hi - lo) * (0.5 + 0.5 * math.sin(t_ns / NS * 2 * math.pi / 3.1 + len(venue)))
         seen = t_ns - int(lag * 1_000_000)
@@ -147,7 +154,7 @@ class Market:
 
     def spread(self, venue: str, t_ns: int) -> float:
         """Relative bid/ask spread; widens up to ~25x during the event."""
-        return VENUES[venue].spread_bps * 1e-4 * (1 + 24 * self.stress(t_ns))
+        return self.venues[venue].spread_bps * 1e-4 * (1 + 24 * self.stress(t_ns))
 
     def quote(self, venue: str, asset: str, t_ns: int) -> Quote:
         mid = self.venue_mid(venue, asset, t_ns)
@@ -161,7 +168,7 @@ class Market:
 
     # -- trades ---------------------------------------------------------------------------------
     def _count(self, venue: str, asset: str, hour: int) -> int:
-        v = VENUES[venue]
+        v = self.venues[venue]
         rng = random.Random(_seed(self.seed, "count", venue, asset, hour))
         mean = v.rate[asset] * 3600
         n = max(0, int(rng.gauss(mean, math.sqrt(mean))))
@@ -177,7 +184,7 @@ class Market:
         return prefix[hour]
 
     def _generate_hour(self, venue: str, asset: str, hour: int) -> tuple[Trade, ...]:
-        v = VENUES[venue]
+        v = self.venues[venue]
         n = self._count(venue, asset, hour)
         rng = random.Random(_seed(self.seed, "trades", venue, asset, hour))
         start = START_NS + hour * HOUR_NS
@@ -244,4 +251,4 @@ class Market:
         return self._first_index(venue, asset, hour) + bisect.bisect_left(times, t_ns)
 
     def index_of_id(self, venue: str, trade_id: int) -> int:
-        return trade_id - VENUES[venue].first_id
+        return trade_id - self.venues[venue].first_id

@@ -54,6 +54,13 @@ SYMBOLS = {
 _KRAKEN_ALIASES = {"XBTUSD": "XXBTZUSD", "ETHUSD": "XETHZUSD"}
 
 
+def venue_apps() -> dict[str, type[VenueApp]]:
+    """The built-in venues, then every ``VenueApp`` a plugin registers (hook ``register_sandbox_venues``)."""
+    from ..registry import get_registry
+
+    return {**VENUE_APPS, **get_registry().sandbox_venues}
+
+
 class Clock:
     """Simulated "now": ``start`` plus wall time elapsed since the sandbox started, times ``speed``."""
 
@@ -74,11 +81,16 @@ class SandboxConfig:
     start: datetime = MARKET_END
     speed: float = 1.0
     limits: dict[str, Limit] = field(default_factory=lambda: dict(REAL_LIMITS))
+    fast_limits: bool = False  # a venue missing from ``limits`` gets its ``fast_limit`` instead of ``real_limit``
+    venues: dict[str, type[VenueApp]] | None = None  # None: built-ins + plugins' (``venue_apps()``)
 
     @classmethod
-    def fast(cls, **limits: Limit) -> SandboxConfig:
+    def fast(cls, venues: dict[str, type[VenueApp]] | None = None, **limits: Limit) -> SandboxConfig:
         """Limits high enough that tests not about rate limiting never wait."""
-        return cls(limits={**FAST_LIMITS, **limits})
+        return cls(limits={**FAST_LIMITS, **limits}, fast_limits=True, venues=venues)
+
+    def limit(self, app: type[VenueApp]) -> Limit:
+        return self.limits.get(app.name) or (app.fast_limit if self.fast_limits else app.real_limit)
 
 
 class Sandbox:
@@ -89,7 +101,8 @@ class Sandbox:
         self.market = Market(self.config.seed)
         self.clock = Clock(self.config.start, self.config.speed)
         self.faults = Faults()
-        self.venues = {name: cls(self, self.config.limits[name]) for name, cls in VENUE_APPS.items()}
+        apps = venue_apps() if self.config.venues is None else self.config.venues
+        self.venues = {name: cls(self, self.config.limit(cls)) for name, cls in apps.items()}
         self.host = "127.0.0.1"
         self.port: int | None = None
         self._server: uvicorn.Server | None = None
@@ -139,7 +152,8 @@ class Sandbox:
     # -- control --------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         return {"simulated": True, "from": MARKET_START.isoformat(), "clock_start": self.config.start.isoformat(),
-                "event": EVENT_AT.isoformat(), "symbols": SYMBOLS,
+                "event": EVENT_AT.isoformat(),
+                "symbols": {n: SYMBOLS.get(n) or v.symbols for n, v in self.venues.items()},
                 "limits": {n: v.limit.spec() for n, v in self.venues.items()}}
 
     def inject(self, venue: str, kind: str, **options: Any) -> None:

@@ -11,7 +11,8 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,6 +22,7 @@ from .faults import Fault
 from .feeds import Feed
 from .limits import FixedWindowWeight, Limit, TokenBucket, Verdict
 from .market import LABEL
+from .market import Venue as MarketVenue
 
 if TYPE_CHECKING:
     from .server import Sandbox
@@ -44,15 +46,28 @@ class VenueStats:
 
 
 class VenueApp:
-    """One venue: its limiter, stats and the gate every endpoint goes through."""
+    """One venue: its limiter, stats and the gate every endpoint goes through.
+
+    This is also the public base class for a plugin's simulated venue (hook ``register_sandbox_venues``):
+    set ``name`` (the connector's name: the venue is served under ``/<name>``), implement ``routes`` with
+    ``self.route(path, handler)``, and optionally declare ``real_limit`` / ``fast_limit`` (the venue's published
+    limit, and a generous one for tests), ``symbols`` (native -> canonical), a ``market_profile`` to trade in the
+    shared simulated market, and ``expected_keys`` so conformance can prove no record is missing.
+    """
 
     name: str = ""
     weighted = False  # True: fixed-window request weight (Binance); False: token bucket
     ws_path = ""  # where the venue's WebSocket endpoint sits under its prefix (its ws_url, as base_url for REST)
+    real_limit: ClassVar[Limit] = Limit(10, 1)  # used when the sandbox config names no limit for this venue
+    fast_limit: ClassVar[Limit] = Limit(1000, 1)  # ... and this one under ``SandboxConfig.fast()``
+    symbols: ClassVar[dict[str, str]] = {}  # native symbol -> canonical, shown by ``describe``
+    market_profile: ClassVar[MarketVenue | None] = None  # lag, basis, spread, rate, id origin in the shared market
 
     def __init__(self, sandbox: Sandbox, limit: Limit) -> None:
         self.sandbox = sandbox
         self.market = sandbox.market
+        if self.market_profile is not None:
+            self.market.add_venue(self.market_profile)
         self.limit = limit
         self.limiter: FixedWindowWeight | TokenBucket = (
             FixedWindowWeight(limit) if self.weighted else TokenBucket(limit))
@@ -76,6 +91,13 @@ class VenueApp:
 
     def headers(self, response: Response) -> None:
         """Headers the venue adds to every answer."""
+
+    def expected_keys(self, stream: str, symbol: str, since: datetime, until: datetime) -> list[tuple] | None:
+        """The record keys ``stream`` holds for canonical ``symbol`` in ``[since, until)``, in order; None if unknown.
+
+        ``schemahub plugins test`` compares a connector's output with this truth (no gap, no extra).
+        """
+        return None
 
     # -- the gate ---------------------------------------------------------------------------------
     def route(self, path: str, handler: Handler, weight: int = 1) -> Route:

@@ -1,0 +1,98 @@
+"""A simulated OKX for ``schemahub sandbox``: ``GET /api/v5/market/history-trades`` with OKX's wire format.
+
+Served under ``/okx`` next to the built-in venues (hook ``register_sandbox_venues``), with SIMULATED trades
+from the sandbox's shared market. What it reproduces from OKX's public docs:
+
+- ``{"code": "0", "msg": "", "data": [...]}``, rows newest first, every value a string:
+  ``instId, tradeId, px, sz, side, ts`` (``side`` is the taker's side, ``ts`` epoch milliseconds);
+- ``type=1`` (default) pages by ``tradeId``: ``after=X`` gives ids < X, ``before=Y`` ids > Y (both: the
+  window between; ``before`` alone: the latest data); ``type=2``: ``after`` is a time in ms (ts < X), and
+  ``before`` is not supported; ``limit`` at most 100;
+- 20 requests per 2 s per IP, over it HTTP 429 with code ``50011``; an unknown instrument is code ``51001``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from schemahub_core.sandbox import Limit, MarketVenue, Trade, VenueApp, Verdict, int_param, to_ns
+
+INSTRUMENTS = {"BTC-USDT": "BTC", "ETH-USDT": "ETH"}
+PROFILE = MarketVenue("okx", lag_ms=(20.0, 90.0), basis=0.0002, spread_bps=0.4, rate={"BTC": 2.0, "ETH": 1.2},
+                      time_step_ns=1_000_000, first_id=480_000_000)
+MS = 1_000_000
+
+
+def _error(code: str, msg: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"code": code, "msg": msg, "data": []}, status_code=status)
+
+
+def _decimal(value: float, places: int) -> str:
+    return f"{value:.{places}f}".rstrip("0").rstrip(".") or "0"
+
+
+def _row(inst: str, trade: Trade) -> dict[str, str]:
+    return {"instId": inst, "tradeId": str(trade.id), "px": _decimal(trade.price, 2), "sz": _decimal(trade.qty, 8),
+            "side": trade.taker, "ts": str(trade.time_ns // MS)}
+
+
+class OkxApp(VenueApp):
+    name = "okx"
+    real_limit = Limit(20, 2, burst=20)
+    fast_limit = Limit(1000, 1)
+    symbols = {inst: inst for inst in INSTRUMENTS}
+    market_profile = PROFILE
+
+    def routes(self) -> list[Route]:
+        return [self.route("/api/v5/market/history-trades", self.history_trades)]
+
+    def refused(self, verdict: Verdict) -> Response:
+        return _error("50011", "Rate limit reached. Please refer to API documentation and throttle requests "
+                      "accordingly", verdict.status)
+
+    def server_error(self, status: int) -> Response:
+        return _error("50001", "Service temporarily unavailable (injected by the sandbox)", status)
+
+    def body_rate_limited(self) -> Response:
+        return _error("50011", "Rate limit reached.", 200)
+
+    def history_trades(self, request: Request, corrupt: bool) -> Response:
+        inst = request.query_params.get("instId")
+        if not inst:
+            return _error("50014", "Parameter instId cannot be empty")
+        asset = INSTRUMENTS.get(inst)
+        if asset is None:
+            return _error("51001", "Instrument ID does not exist")
+        kind = request.query_params.get("type") or "1"
+        try:
+            after, before, limit = int_param(request, "after"), int_param(request, "before"), int_param(
+                request, "limit", 100)
+        except ValueError as exc:
+            return _error("51000", f"Parameter {exc} error")
+        if kind not in ("1", "2") or not 1 <= limit <= 100:
+            return _error("51000", f"Parameter {'type' if kind not in ('1', '2') else 'limit'} error")
+        if kind == "2" and before is not None:
+            return _error("51000", "Parameter before error")  # timestamp pagination is `after` only
+        m, now = self.market, self.sandbox.clock.now_ns()
+        hi = m.index_at(self.name, asset, now + 1)  # one past the newest trade so far
+        if after is not None:
+            hi = min(hi, max(0, after - PROFILE.first_id) if kind == "1" else m.index_at(self.name, asset, after * MS))
+        lo = 0 if before is None else max(0, before - PROFILE.first_id + 1)
+        start = max(lo, hi - limit)
+        trades = m.trades_from(self.name, asset, start, hi - start, now) if hi > start else []
+        rows = [_row(inst, t) for t in reversed(trades)]
+        if corrupt and rows:
+            rows[-1]["ts"] = "not-a-time"
+        return JSONResponse({"code": "0", "msg": "", "data": rows})
+
+    def expected_keys(self, stream: str, symbol: str, since: datetime, until: datetime) -> list[tuple] | None:
+        asset = INSTRUMENTS.get(symbol.upper())
+        if stream != "trades" or asset is None:
+            return None
+        lo, hi = -(-to_ns(since) // MS) * MS, -(-to_ns(until) // MS) * MS  # OKX compares whole milliseconds
+        first, last = self.market.index_at(self.name, asset, lo), self.market.index_at(self.name, asset, hi)
+        return [(symbol.upper(), t.id) for t in self.market.trades_from(self.name, asset, first, last - first, hi - 1)]
