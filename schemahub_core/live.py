@@ -22,7 +22,7 @@ import asyncio
 import statistics
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -266,7 +266,7 @@ class _Received(Connector):
         self.quotes = quotes
 
     def fetch(self, stream: str, symbol: str, cursor: Any, since: datetime | None = None,
-              until: datetime | None = None) -> Any:
+              until: datetime | None = None) -> Iterator[Page]:
         quotes = after_cursor(self.quotes, cursor)
         if quotes:
             yield Page([dict(q.record) for q in quotes], quotes[-1].cursor, [q.payload for q in quotes])
@@ -298,7 +298,8 @@ class Lander:
                                            for src, s in self.streams.items()]
                       + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
         self._pending: dict[tuple[str, str], list[LiveQuote]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _pending (the event loop adds while a flush runs)
+        self._flushing = threading.Lock()  # one flush at a time (a last flush may follow a cancelled one)
         self.received = self.landed = self.commits = self.quarantined = self.dropped_batches = 0
         self.last_error: str | None = None
 
@@ -313,6 +314,10 @@ class Lander:
 
     def flush(self) -> list[RunStats]:
         """Commit everything pending, one Iceberg append per (source, symbol); the run stats of each."""
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> list[RunStats]:
         with self._lock:
             batches = {key: list(quotes) for key, quotes in self._pending.items() if quotes}
         out = []
@@ -324,8 +329,7 @@ class Lander:
             committed = decode_cursor(ingest.committed.get(cursor_key(stream.name, symbol)))
             with self._lock:  # drop what the committed cursor covers; quotes received meanwhile stay
                 pending = self._pending[(source, symbol)]
-                landed = len(quotes) - len(after_cursor(quotes, committed))
-                del pending[:landed]
+                del pending[:len(pending) - len(after_cursor(pending, committed))]
             self.landed += stats.landed
             self.commits += stats.commits
             self.quarantined += stats.quarantined

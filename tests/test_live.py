@@ -13,12 +13,22 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 from conftest import run_cli
 from rich.console import Console
 
 from schemahub_core.catalog import open_catalog
 from schemahub_core.config import load_settings
-from schemahub_core.live import Board, Discrepancy, LiveSession, Market, build_session, plan_markets, render_board
+from schemahub_core.live import (
+    Board,
+    Discrepancy,
+    Lander,
+    LiveSession,
+    Market,
+    build_session,
+    plan_markets,
+    render_board,
+)
 from schemahub_core.livefeed import LiveQuote
 from schemahub_core.pipeline import run_unify
 from schemahub_core.registry import get_registry
@@ -148,6 +158,39 @@ def test_landed_quotes_equal_received_quotes_across_a_forced_reconnect(sandbox, 
     assert feeds["coinbase"].drops == feeds["kraken"].drops == 1
     stats = run_unify(settings, get_registry(), "quotes_unified", catalog=catalog)
     assert stats.error is None and stats.unified == len(received) and stats.deduplicated == 0
+
+
+def test_a_landed_batch_offered_again_is_not_landed_twice(home):
+    """As after a commit whose response was lost: the committed cursor names the last landed quote."""
+    settings = load_settings()
+    catalog = open_catalog(settings)
+    registry = get_registry()
+    connector = registry.connectors["binance"]({})
+    lander = Lander(catalog, settings.namespace, registry, {"binance": connector}, {"binance": "quotes"})
+    t0 = datetime(2026, 1, 2, tzinfo=UTC)
+
+    def quote(i: int) -> LiveQuote:
+        at = t0 + timedelta(microseconds=i)
+        record = {"symbol": "BTCUSDT", "bidPrice": "1.5", "bidQty": "2", "askPrice": "1.6", "askQty": "3",
+                  "time": 1_767_312_000_000_000 + i}
+        return LiveQuote("BINANCE", "BTC-USDT", "BTCUSDT", 1.5, 2.0, 1.6, 3.0, at, at, record, f'{{"u":{i}}}', i)
+
+    first = [quote(i) for i in range(3)]
+    for q in first:
+        lander.add("binance", q)
+    assert [s.landed for s in lander.flush()] == [3]
+    for q in [*first, quote(3), quote(4)]:  # the first three again, as if their landing had not been seen
+        lander.add("binance", q)
+    assert [s.landed for s in lander.flush()] == [2] and lander.pending() == 0
+    rows = catalog.load_table((settings.namespace, "raw_binance_quotes")).scan().to_arrow()
+    assert sorted(rows.column("_raw_payload").to_pylist()) == [f'{{"u":{i}}}' for i in range(5)]
+
+
+def test_sandbox_live_controls_over_http(sandbox):  # noqa: F811
+    url = f"http://{sandbox.host}:{sandbox.port}/_sandbox/live"
+    body = requests.post(url, json={"venue": "kraken", "diverge_bps": 12.5, "ms": 10}, timeout=10).json()
+    assert body["kraken"]["divergences"][-1]["bps"] == 12.5
+    assert requests.post(url, json={"venue": "nowhere", "drop": True}, timeout=10).status_code == 400
 
 
 def test_live_view_renders_columns_and_values():
