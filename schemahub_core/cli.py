@@ -347,11 +347,14 @@ def live(ctx: Context, symbols: str, threshold_bps: float, land: bool, duration:
         fail(str(exc))
     server = None
     options_for = ctx.settings.connector_options
+    caption = None
     if use_sandbox:
-        from .sandbox import Sandbox, SandboxConfig
+        from .sandbox import LABEL, Sandbox, SandboxConfig
 
         server = Sandbox(SandboxConfig.fast()).start()
         options_for = server.connector_options
+        caption = LABEL
+        err_console.print(f"[yellow]{LABEL}[/]", highlight=False)
     try:
         session = build_session(
             ctx.registry, [s.strip() for s in symbols.split(",") if s.strip()], options_for,
@@ -375,7 +378,7 @@ def live(ctx: Context, symbols: str, threshold_bps: float, land: bool, duration:
 
     def refresh() -> None:
         if view is not None:
-            view.update(render_board(session.board, lander=session.lander), refresh=True)
+            view.update(render_board(session.board, lander=session.lander, caption=caption), refresh=True)
 
     try:
         if view is not None:

@@ -209,11 +209,14 @@ def _num(value: float | None, fmt: str = "{:+.2f}") -> str:
 
 
 def render_board(board: Board, now: datetime | None = None, *, lander: Lander | None = None,
-                 events: int = 6) -> RenderableType:
-    """The live table (one row per venue and compared symbol) and the latest discrepancy events."""
+                 events: int = 6, caption: str | None = None) -> RenderableType:
+    """The live table (one row per venue and compared symbol) and the latest discrepancy events.
+
+    ``caption`` labels the data under the table (the sandbox's "SIMULATED market data").
+    """
     now = now or datetime.now(UTC)
     table = Table(title=f"live best bid/ask; dev = mid vs cross-venue median, threshold {board.threshold_bps:g} bps",
-                  title_justify="left")
+                  title_justify="left", caption=caption, caption_justify="left", caption_style="yellow")
     for name in ("symbol", "venue", "market", "bid", "ask", "mid", "spread bps", "dev bps", "age ms", "status"):
         text = name in ("symbol", "venue", "market", "status")
         table.add_column(name, justify="left" if text else "right", no_wrap=True,
