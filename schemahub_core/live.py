@@ -421,9 +421,12 @@ class LiveSession:
 
     async def _tick(self, refresh: Callable[[], None] | None, every: float) -> None:
         while True:
-            self.board.tick(datetime.now(UTC))
-            if refresh is not None:
-                refresh()
+            try:
+                self.board.tick(datetime.now(UTC))
+                if refresh is not None:
+                    refresh()
+            except Exception as exc:  # a drawing bug must not freeze the view: note it, draw again next tick
+                self.errors.append(f"view: {type(exc).__name__}: {exc}")
             self._notify()
             await asyncio.sleep(every)
 
