@@ -187,3 +187,187 @@ def map_records(stream: Stream, mapping: Any, records: Sequence[Mapping[str, Any
     raw, rejected = cast_records(stream, records, registry.transforms, mapping.connector)
     unified = mapping.apply(raw, registry, registry.targets[mapping.target_table].schema)
     return unified.to_pylist(), rejected
+
+
+# -- the checks beyond paging: rate limits, the mapping, sides and times ----------------------------------------
+
+def check_rate_limit(connector: Connector, run: Run, symbol: str, since: datetime | None, until: datetime | None,
+                     sandbox: Any, venue: str) -> str:
+    """Against a sandbox venue with a tight limit and two injected faults (a 429 with ``Retry-After``, a 503),
+    the connector stays under the limit, retries both, and returns the same records as ``run``."""
+    app = sandbox.venues[venue]
+    sandbox.inject(venue, "429", retry_after=0.2)
+    sandbox.inject(venue, "5xx", status=503)
+    refused, requests = app.stats.refused, app.stats.requests
+    again = fetch_all(connector, run.stream.name, symbol, since=since, until=until)
+    refused, requests = app.stats.refused - refused, app.stats.requests - requests
+    pending = sandbox.faults.pending()
+    sandbox.faults.clear()
+    assert not pending, "the fetch ended before the injected 429/503 were even reached"
+    assert again.keys == run.keys, (f"with a 429 and a 503 on the way the fetch returned {len(again.keys)} record(s) "
+                                    f"instead of {len(run.keys)}: an error answer was taken for data")
+    assert refused == 0, (f"the venue refused {refused} of {requests} request(s) over its limit "
+                          f"{app.limit.spec()}: the client does not pace itself")
+    return f"{requests} requests under {app.limit.spec()}, an injected 429 and 503 retried, same records"
+
+
+def check_mapping_output(stream: Stream, mapping: Any, records: Sequence[Mapping[str, Any]], registry: Any) -> list:
+    """The mapping validates, maps every record without rejects, and fills every target column (but ingest time)."""
+    from ..mapping import check_mapping
+
+    check_mapping(mapping, registry)
+    rows, rejected = map_records(stream, mapping, records, registry)
+    assert not rejected, f"{len(rejected)} record(s) rejected by the mapping: {rejected[0].reason}"
+    target = registry.targets[mapping.target_table]
+    for column in target.schema.names:
+        if column == target.ingest_column:
+            continue
+        nulls = sum(1 for r in rows if r.get(column) is None)
+        assert nulls == 0, f"{mapping.target_table}.{column} is null in {nulls} of {len(rows)} row(s)"
+    return rows
+
+
+def check_sides(rows: Sequence[Mapping[str, Any]], min_rows: int = 20) -> str:
+    """Sides are ``BUY``/``SELL`` (the taker's), and a busy range shows both."""
+    sides = [r.get("side") for r in rows]
+    odd = sorted({str(s) for s in sides if s not in ("BUY", "SELL")})
+    assert not odd, f"side values {odd[:5]} are not BUY/SELL"
+    counts = {s: sides.count(s) for s in ("BUY", "SELL")}
+    assert len(rows) < min_rows or all(counts.values()), (
+        f"all {len(rows)} trades are {max(counts, key=counts.get)}: the side is read from a constant field "
+        "or mapped wrongly")
+    return f"{counts['BUY']} BUY, {counts['SELL']} SELL"
+
+
+def check_times(rows: Sequence[Mapping[str, Any]], time_column: str, since: datetime | None,
+                until: datetime | None) -> str:
+    """Unified event times fall in ``[since, until)`` (a wrong epoch unit lands in 1970 or far in the future)."""
+    times = [r[time_column] for r in rows]
+    if since is not None:
+        early = [t for t in times if t < since]
+        assert not early, f"{len(early)} {time_column} value(s) before since={since}, e.g. {early[0]}: wrong unit?"
+    if until is not None:
+        late = [t for t in times if t >= until]
+        assert not late, f"{len(late)} {time_column} value(s) at or after until={until}, e.g. {late[0]}: wrong unit?"
+    return f"{len(times)} {time_column} values in range" if times else "no rows"
+
+
+# -- structured results, for `schemahub plugins test` -----------------------------------------------------------
+
+FIXES = {
+    "fetch": "fetch() must yield Page(records, cursor) and end; run it under a debugger with the same arguments",
+    "pages": "pass a small page_size option (plugins test --page-size) or widen --since/--until",
+    "schema": "declare every field the records carry in Stream.columns (or leave it out of the record), and give "
+              "each column the cast its JSON needs (to_double, from_ms, iso8601...)",
+    "exactly_once": "yield each record once and only those with since <= event time < until; when the venue's "
+                    "page bounds are inclusive, drop the record equal to the bound",
+    "cursors": "give each Page the cursor that resumes after it: for id cursors its largest id, records sorted by "
+               "id; the cursor must grow page after page",
+    "resume": "fetch(cursor=C) must start right AFTER C (ids > C): pass C + 1 to an inclusive 'from' parameter",
+    "range_edges": "compare event times as since <= t < until; mind millisecond venues (round until up, not down)",
+    "rate_limit": "send requests through venue_session(POLICY, options).get_json: it paces to the venue's rate "
+                  "(option rate_limit) and retries 429 / 5xx / timeouts with backoff",
+    "mapping": "ship mappings/<target>.yaml for the stream (register_mappings) and check it with "
+               "`schemahub mappings validate`; every target column but ingest_ts must be produced",
+    "side": "map the venue's side to the TAKER's side: invert_side when the venue reports the maker's, "
+            "taker_side_from_maker_flag for an is-buyer-maker flag, upper otherwise",
+    "timestamps": "cast the event time with the transform for its unit (from_ms, from_us, from_s, from_ns, iso8601)",
+}
+
+
+@dataclass
+class CheckResult:
+    """One check's verdict: ``status`` is passed, failed or skipped; ``detail`` says what was seen."""
+
+    name: str
+    status: str
+    detail: str = ""
+
+    @property
+    def fix(self) -> str:
+        return FIXES.get(self.name, "") if self.status == "failed" else ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"check": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
+
+
+def _attempt(results: list[CheckResult], name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one check into ``results``; its return value, or None when it failed."""
+    try:
+        value = fn(*args, **kwargs)
+    except AssertionError as exc:
+        results.append(CheckResult(name, "failed", str(exc) or "assertion failed"))
+        return None
+    except Exception as exc:  # a crashing connector or mapping is a failed check, never a crashed report
+        results.append(CheckResult(name, "failed", f"{type(exc).__name__}: {exc}"))
+        return None
+    results.append(CheckResult(name, "passed", value if isinstance(value, str) else ""))
+    return value if value is not None else True
+
+
+def run_suite(connector: Connector, stream: str, symbol: str, since: datetime, until: datetime, *,
+              expected_keys: Sequence[tuple] | None = None, min_pages: int = 5, registry: Any = None,
+              mappings: Sequence[Any] = (), limited: tuple[Connector, Any, str] | None = None) -> list[CheckResult]:
+    """Every check on one range, as results instead of a first failure (what ``schemahub plugins test`` prints).
+
+    ``limited`` is (connector, sandbox, venue) for the rate-limit check: the same connector class pointed at a
+    sandbox whose venue has a tight limit; without it that check is skipped.
+    """
+    from ..registry import get_registry
+
+    registry = registry or get_registry()
+    transforms = registry.transforms
+    results: list[CheckResult] = []
+    run = _attempt(results, "fetch", fetch_all, connector, stream, symbol, since=since, until=until)
+    if run is None:
+        names = ("pages", "schema", "exactly_once", "cursors", "resume", "range_edges", "rate_limit", "mapping",
+                 "side", "timestamps")
+        return results + [CheckResult(n, "skipped", "the fetch failed") for n in names]
+    results[-1].detail = f"{len(run.pages)} page(s), {len(run.records)} record(s) from {since} to {until}"
+
+    def pages() -> str:
+        assert len(run.pages) >= min_pages, (f"only {len(run.pages)} page(s) for the range: fewer than {min_pages} "
+                                             "cannot show how pages join")
+        return f"{len(run.pages)} pages"
+
+    def exactly_once() -> str:
+        check_exactly_once(run, since, until, expected_keys, transforms)
+        truth = "matches the venue's truth" if expected_keys is not None else "no truth known: no gap check"
+        return f"no duplicate, all in range; {truth}"
+
+    _attempt(results, "pages", pages)
+    _attempt(results, "schema", lambda: check_schema(run, transforms) or f"{len(run.stream.columns)} columns cast")
+    _attempt(results, "exactly_once", exactly_once)
+    _attempt(results, "cursors", lambda: check_cursors(run) or f"{run.stream.cursor_kind.value} cursor increases")
+    _attempt(results, "resume", lambda: check_resume(connector, run, symbol, until) or
+             "resuming after pages 0, n/2, n-2 gives the rest exactly")
+    def range_edges() -> str:
+        return f"split at {check_range_edges(connector, run, symbol, since, until, transforms)}: since in, until out"
+
+    _attempt(results, "range_edges", range_edges)
+    if limited is None:
+        results.append(CheckResult("rate_limit", "skipped", "needs the plugin's simulated venue (no --base-url)"))
+    else:
+        _attempt(results, "rate_limit", check_rate_limit, limited[0], run, symbol, since, until, limited[1],
+                 limited[2])
+    stream_obj = connector.streams[stream]
+    if not mappings:
+        results.append(CheckResult("mapping", "failed", f"no mapping for {connector.name}.{stream}"))
+    rows_by_target = {}
+    for mapping in mappings:
+        rows = _attempt(results, "mapping", check_mapping_output, stream_obj, mapping, run.records, registry)
+        if rows is not None:
+            results[-1].detail = f"{mapping.target_table}: {len(rows)} row(s), every column filled"
+            rows_by_target[mapping.target_table] = rows
+    with_side = [rows for t, rows in rows_by_target.items() if "side" in registry.targets[t].schema.names]
+    if with_side:
+        _attempt(results, "side", check_sides, with_side[0])
+    else:
+        results.append(CheckResult("side", "skipped", "no mapped target with a side column"))
+    if rows_by_target:
+        target = next(iter(rows_by_target))
+        _attempt(results, "timestamps", check_times, rows_by_target[target], registry.targets[target].time_column,
+                 since, until)
+    else:
+        results.append(CheckResult("timestamps", "skipped", "no mapped rows"))
+    return results

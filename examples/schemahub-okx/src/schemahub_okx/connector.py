@@ -19,9 +19,8 @@ How ``fetch`` pages (cursor = ``tradeId``, which grows with time on one instrume
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -112,7 +111,7 @@ class OkxConnector(Connector):
         """The id of the newest trade with ``ts < before_time`` (any time when None); None if there is none."""
         params: dict[str, Any] = {"limit": 1}
         if before_time is not None:
-            params.update(type=2, after=math.ceil(before_time.timestamp() * 1000))
+            params.update(type=2, after=_ceil_ms(before_time))
         rows = self._rows(inst, **params)
         return _trade_id(rows[0]) if rows else None
 
@@ -172,6 +171,12 @@ def _trade_id(row: Any) -> Any:
 def _order(row: Any) -> int:
     value = _trade_id(row)
     return value if isinstance(value, int) else -1
+
+
+def _ceil_ms(moment: datetime) -> int:
+    """Epoch milliseconds rounded up, in integers (float timestamps can be off by one at the edge)."""
+    micros = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    return -(-micros // 1000)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
