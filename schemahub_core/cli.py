@@ -735,7 +735,7 @@ def maintain(ctx: Context, expire_older_than: str, do_compact: bool, as_json: bo
 @click.option("--rate-limit", "rate_limits", multiple=True, metavar="VENUE=LIMIT/SECONDS",
               help="Override one venue's limit, e.g. kraken=10/1 (repeatable).")
 def sandbox(port: int, host: str, seed: int, fast: bool, rate_limits: tuple[str, ...]) -> None:
-    """Serve SIMULATED Binance, Coinbase and Kraken REST APIs on one local port.
+    """Serve SIMULATED Binance, Coinbase and Kraken REST APIs (and plugins' venues) on one local port.
 
     \b
     Each venue lives under its own path prefix; point connectors at it with:
@@ -745,8 +745,9 @@ def sandbox(port: int, host: str, seed: int, fast: bool, rate_limits: tuple[str,
     Rate limits are the real venues' by default (Kraken: 1 request/s); --fast or
     --rate-limit relaxes them (then set SCHEMAHUB_<VENUE>_RATE_LIMIT to match).
     Faults for testing: POST /_sandbox/faults {"venue": "binance", "kind": "429"}.
+    Plugins add their own simulated venues (hook register_sandbox_venues), served the same way.
     """
-    from .sandbox import FAST_LIMITS, REAL_LIMITS, Limit, Sandbox, SandboxConfig
+    from .sandbox import FAST_LIMITS, REAL_LIMITS, Limit, Sandbox, SandboxConfig, venue_apps
 
     limits = dict(FAST_LIMITS if fast else REAL_LIMITS)
     for spec in rate_limits:
@@ -756,9 +757,9 @@ def sandbox(port: int, host: str, seed: int, fast: bool, rate_limits: tuple[str,
             limits[venue] = Limit(int(number), float(seconds.rstrip("s") or 1))
         except ValueError:
             fail(f"--rate-limit {spec!r}: expected VENUE=LIMIT/SECONDS, e.g. kraken=10/1")
-        if venue not in REAL_LIMITS:
-            fail(f"--rate-limit {spec!r}: unknown venue {venue!r} (venues: {', '.join(REAL_LIMITS)})")
-    server = Sandbox(SandboxConfig(seed=seed, limits=limits))
+        if venue not in venue_apps():
+            fail(f"--rate-limit {spec!r}: unknown venue {venue!r} (venues: {', '.join(venue_apps())})")
+    server = Sandbox(SandboxConfig(seed=seed, limits=limits, fast_limits=fast))
     server.port, server.host = port, host
     info = server.describe()
     console.print(f"[bold]SchemaHub sandbox[/]: [yellow]SIMULATED market data[/], event at {info['event']}, "
