@@ -100,7 +100,7 @@ def init(ctx: Context, as_json: bool) -> None:
 
 @cli.group(name="plugins")
 def plugins_group() -> None:
-    """Inspect installed plugins."""
+    """Inspect installed plugins, generate a new one, run the conformance suite on one."""
 
 
 def plugin_rows(registry: Registry) -> list[dict[str, Any]]:
@@ -117,12 +117,13 @@ def plugin_rows(registry: Registry) -> list[dict[str, Any]]:
             "sinks": list(provided.get("sinks", [])),
             "mappings": list(provided.get("mappings", [])),
             "targets": list(provided.get("targets", [])),
+            "sandbox_venues": list(provided.get("sandbox_venues", [])),
             "error": registry.errors.get(name),
         })
     for name, failure in sorted(plugins.failures.items()):
         rows.append({"name": name, "distribution": failure.distribution, "version": failure.version,
                      "connectors": [], "streams": [], "transforms": [], "sinks": [], "mappings": [],
-                     "targets": [], "error": failure.error})
+                     "targets": [], "sandbox_venues": [], "error": failure.error})
     return rows
 
 
@@ -145,6 +146,85 @@ def plugins_list(ctx: Context, as_json: bool) -> None:
                       shown, ", ".join(r["sinks"]),
                       f"[red]{r['error']}[/]" if r["error"] else "[green]ok[/]")
     console.print(table)
+
+
+# --- plugins new / plugins test (plugin authors) ---
+@plugins_group.command(name="new")
+@click.argument("name")
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to create schemahub-NAME/ in.")
+def plugins_new(name: str, directory: str) -> None:
+    """Generate a venue plugin package: connector, simulated venue, mapping, tests, README.
+
+    \b
+    It passes its tests as generated; then make it speak your venue:
+      pip install -e 'schemahub-NAME[test]' && pytest schemahub-NAME
+      schemahub plugins test NAME
+    """
+    from .scaffold import ScaffoldError, new_plugin
+
+    try:
+        root = new_plugin(name, Path(directory))
+    except (ScaffoldError, OSError) as exc:
+        fail(str(exc))
+    console.print(f"created [bold]{root}[/] (plugin {name!r})", highlight=False)
+    for line in (f"pip install -e '{root}[test]'", f"pytest {root}", f"schemahub plugins test {name}",
+                 f"then edit {root}/src/schemahub_{name}/connector.py for the real venue (see its README)"):
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+_STATUS = {"passed": "[green]passed[/]", "failed": "[bold red]FAILED[/]", "skipped": "[yellow]skipped[/]"}
+
+
+@plugins_group.command(name="test")
+@click.argument("name")
+@click.option("--base-url", help="Run against this server instead of the plugin's simulated venue.")
+@click.option("--stream", default="trades", show_default=True)
+@click.option("--symbol", help="Canonical symbol (default: the connector's first default symbol).")
+@click.option("--since", help="Range start, ISO 8601 or relative (15m); default: around the simulated event, "
+              "or 11 minutes ago with --base-url.")
+@click.option("--until", help="Range end (exclusive).")
+@click.option("--page-size", default=25, show_default=True, type=click.IntRange(min=1),
+              help="The connector's page_size option: small pages exercise page joins.")
+@click.option("--min-pages", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def plugins_test(ctx: Context, name: str, base_url: str | None, stream: str, symbol: str | None, since: str | None,
+                 until: str | None, page_size: int, min_pages: int, as_json: bool) -> None:
+    """Run the conformance suite on an installed connector and report each check: passed or failed, why, fix.
+
+    Exit status 1 when a check fails. Without --base-url it runs offline against the plugin's simulated
+    venue (hook register_sandbox_venues), which also enables the rate-limit and no-gap checks.
+    """
+    import logging
+
+    from .testing.suite import check_installed
+
+    logging.getLogger("schemahub_core.http").setLevel(logging.ERROR)  # retries are expected here: no noise
+    try:
+        report = check_installed(name, base_url=base_url, stream=stream, symbol=symbol, since=_when(since),
+                                 until=_when(until), page_size=page_size, min_pages=min_pages,
+                                 options=ctx.settings.connector_options(name), mappings_dir=ctx.settings.mappings_dir,
+                                 registry=ctx.registry)
+    except (KeyError, ValueError) as exc:
+        fail(exc.args[0] if exc.args else str(exc))
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        table = Table(title=f"conformance: {name}.{stream} {report.symbol} on the {report.server}, "
+                            f"{report.since:%Y-%m-%d %H:%M:%S} .. {report.until:%H:%M:%S}")
+        for col in ("check", "result", "why", "how to fix"):
+            table.add_column(col, overflow="fold")
+        for r in report.results:
+            table.add_row(r.name, _STATUS[r.status], r.detail, r.fix)
+        console.print(table)
+        summary = f"{sum(r.status == 'passed' for r in report.results)} passed"
+        if report.failed:
+            summary += f", [bold red]{len(report.failed)} failed: {', '.join(report.failed)}[/]"
+        console.print(f"{name}: {summary}", highlight=False)
+    if not report.passed:
+        sys.exit(1)
+# --- end of plugins new / plugins test ---
 
 
 @cli.group()
@@ -655,7 +735,7 @@ def maintain(ctx: Context, expire_older_than: str, do_compact: bool, as_json: bo
 @click.option("--rate-limit", "rate_limits", multiple=True, metavar="VENUE=LIMIT/SECONDS",
               help="Override one venue's limit, e.g. kraken=10/1 (repeatable).")
 def sandbox(port: int, host: str, seed: int, fast: bool, rate_limits: tuple[str, ...]) -> None:
-    """Serve SIMULATED Binance, Coinbase and Kraken REST APIs on one local port.
+    """Serve SIMULATED Binance, Coinbase and Kraken REST APIs (and plugins' venues) on one local port.
 
     \b
     Each venue lives under its own path prefix; point connectors at it with:
@@ -665,8 +745,9 @@ def sandbox(port: int, host: str, seed: int, fast: bool, rate_limits: tuple[str,
     Rate limits are the real venues' by default (Kraken: 1 request/s); --fast or
     --rate-limit relaxes them (then set SCHEMAHUB_<VENUE>_RATE_LIMIT to match).
     Faults for testing: POST /_sandbox/faults {"venue": "binance", "kind": "429"}.
+    Plugins add their own simulated venues (hook register_sandbox_venues), served the same way.
     """
-    from .sandbox import FAST_LIMITS, REAL_LIMITS, Limit, Sandbox, SandboxConfig
+    from .sandbox import FAST_LIMITS, REAL_LIMITS, Limit, Sandbox, SandboxConfig, venue_apps
 
     limits = dict(FAST_LIMITS if fast else REAL_LIMITS)
     for spec in rate_limits:
@@ -676,9 +757,9 @@ def sandbox(port: int, host: str, seed: int, fast: bool, rate_limits: tuple[str,
             limits[venue] = Limit(int(number), float(seconds.rstrip("s") or 1))
         except ValueError:
             fail(f"--rate-limit {spec!r}: expected VENUE=LIMIT/SECONDS, e.g. kraken=10/1")
-        if venue not in REAL_LIMITS:
-            fail(f"--rate-limit {spec!r}: unknown venue {venue!r} (venues: {', '.join(REAL_LIMITS)})")
-    server = Sandbox(SandboxConfig(seed=seed, limits=limits))
+        if venue not in venue_apps():
+            fail(f"--rate-limit {spec!r}: unknown venue {venue!r} (venues: {', '.join(venue_apps())})")
+    server = Sandbox(SandboxConfig(seed=seed, limits=limits, fast_limits=fast))
     server.port, server.host = port, host
     info = server.describe()
     console.print(f"[bold]SchemaHub sandbox[/]: [yellow]SIMULATED market data[/], event at {info['event']}, "
