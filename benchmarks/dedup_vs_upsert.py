@@ -58,10 +58,8 @@ def run(quick: bool, workdir: Path) -> list[Result]:
     days = 10
     base = raw_binance(n_base, first_id=1, start_ms=START_MS, span_ms=days * DAY_MS)
     rng = np.random.default_rng(5)
-    # 10 % repeats from the newest day (a re-sent page), 90 % new trades after it
-    last_day = pc.greater_equal(base["T"], pa.scalar((START_MS + (days - 1) * DAY_MS) * 1000,
-                                                     pa.timestamp("us", tz="UTC")))
-    candidates = pc.indices_nonzero(last_day).to_numpy()
+    # 10 % repeats drawn from the whole table (a re-sent history), 90 % new trades after it
+    candidates = np.arange(base.num_rows)
     repeats = base.take(pa.array(np.sort(rng.choice(candidates, n_new // 10, replace=False))))
     fresh = raw_binance(n_new - repeats.num_rows, first_id=n_base + 1,
                         start_ms=START_MS + days * DAY_MS - DAY_MS // 4, span_ms=DAY_MS // 2, seed=99)
