@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from schemahub_core.state import source_key
 from schemahub_core.unify import unify
