@@ -99,6 +99,13 @@ class VenueApp:
         """
         return None
 
+    def taker_sides(self, stream: str, symbol: str, since: datetime, until: datetime) -> dict[tuple, str] | None:
+        """Record key -> the taker's side (``BUY``/``SELL``) of the trades in ``[since, until)``; None if unknown.
+
+        ``schemahub plugins test`` checks the mapping's ``side`` against it: the classic maker/taker inversion.
+        """
+        return None
+
     # -- the gate ---------------------------------------------------------------------------------
     def route(self, path: str, handler: Handler, weight: int = 1) -> Route:
         async def endpoint(request: Request) -> Response:

@@ -227,8 +227,10 @@ def check_mapping_output(stream: Stream, mapping: Any, records: Sequence[Mapping
     return rows
 
 
-def check_sides(rows: Sequence[Mapping[str, Any]], min_rows: int = 20) -> str:
-    """Sides are ``BUY``/``SELL`` (the taker's), and a busy range shows both."""
+def check_sides(rows: Sequence[Mapping[str, Any]], min_rows: int = 20, keys: Sequence[tuple] | None = None,
+                taker: Mapping[tuple, str] | None = None) -> str:
+    """Sides are ``BUY``/``SELL``, a busy range shows both, and (when the venue's truth ``taker`` is known, by the
+    raw record ``keys`` of ``rows``) each is the TAKER's side."""
     sides = [r.get("side") for r in rows]
     odd = sorted({str(s) for s in sides if s not in ("BUY", "SELL")})
     assert not odd, f"side values {odd[:5]} are not BUY/SELL"
@@ -236,7 +238,13 @@ def check_sides(rows: Sequence[Mapping[str, Any]], min_rows: int = 20) -> str:
     assert len(rows) < min_rows or all(counts.values()), (
         f"all {len(rows)} trades are {max(counts, key=counts.get)}: the side is read from a constant field "
         "or mapped wrongly")
-    return f"{counts['BUY']} BUY, {counts['SELL']} SELL"
+    if taker is None or keys is None:
+        return f"{counts['BUY']} BUY, {counts['SELL']} SELL (no taker truth known)"
+    known = [(side, taker[k]) for side, k in zip(sides, keys, strict=True) if k in taker]
+    wrong = sum(side != truth for side, truth in known)
+    assert not wrong, (f"{wrong} of {len(known)} trade(s) carry the maker's side, not the taker's"
+                       + (" (every one: the side is inverted)" if wrong == len(known) else ""))
+    return f"{counts['BUY']} BUY, {counts['SELL']} SELL, each the taker's side"
 
 
 def check_times(rows: Sequence[Mapping[str, Any]], time_column: str, since: datetime | None,
@@ -307,11 +315,13 @@ def _attempt(results: list[CheckResult], name: str, fn: Any, *args: Any, **kwarg
 
 def run_suite(connector: Connector, stream: str, symbol: str, since: datetime, until: datetime, *,
               expected_keys: Sequence[tuple] | None = None, min_pages: int = 5, registry: Any = None,
-              mappings: Sequence[Any] = (), limited: tuple[Connector, Any, str] | None = None) -> list[CheckResult]:
+              mappings: Sequence[Any] = (), limited: tuple[Connector, Any, str] | None = None,
+              taker_sides: Mapping[tuple, str] | None = None) -> list[CheckResult]:
     """Every check on one range, as results instead of a first failure (what ``schemahub plugins test`` prints).
 
     ``limited`` is (connector, sandbox, venue) for the rate-limit check: the same connector class pointed at a
-    sandbox whose venue has a tight limit; without it that check is skipped.
+    sandbox whose venue has a tight limit; without it that check is skipped. ``taker_sides`` (record key -> taker
+    side, from the simulated venue) lets the side check catch a maker/taker inversion.
     """
     from ..registry import get_registry
 
@@ -361,7 +371,7 @@ def run_suite(connector: Connector, stream: str, symbol: str, since: datetime, u
             rows_by_target[mapping.target_table] = rows
     with_side = [rows for t, rows in rows_by_target.items() if "side" in registry.targets[t].schema.names]
     if with_side:
-        _attempt(results, "side", check_sides, with_side[0])
+        _attempt(results, "side", check_sides, with_side[0], keys=run.keys, taker=taker_sides)
     else:
         results.append(CheckResult("side", "skipped", "no mapped target with a side column"))
     if rows_by_target:

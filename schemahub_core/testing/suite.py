@@ -82,8 +82,10 @@ def check_installed(name: str, *, base_url: str | None = None, stream: str = "tr
     with Sandbox(SandboxConfig.fast(venues={name: app})) as sandbox, Sandbox(tight) as limited:
         connector = cls({**base, **sandbox.connector_options(name)})
         throttled = cls({**base, **limited.connector_options(name)})
-        expected = sandbox.venues[name].expected_keys(stream, symbol, since, until)
-        report.results = run_suite(connector, stream, symbol, since, until, expected_keys=expected,
+        venue = sandbox.venues[name]
+        report.results = run_suite(connector, stream, symbol, since, until,
+                                   expected_keys=venue.expected_keys(stream, symbol, since, until),
                                    min_pages=min_pages, registry=registry, mappings=mappings,
-                                   limited=(throttled, limited, name))
+                                   limited=(throttled, limited, name),
+                                   taker_sides=venue.taker_sides(stream, symbol, since, until))
     return report

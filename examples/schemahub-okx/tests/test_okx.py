@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -15,9 +16,9 @@ from schemahub_okx import MAPPINGS
 from schemahub_okx.connector import POLICY, OkxConnector
 
 from schemahub_core import ConnectorError
-from schemahub_core.mapping import load_mapping
+from schemahub_core.mapping import load_mapping, parse_mapping
 from schemahub_core.sandbox import EVENT_AT, to_ns
-from schemahub_core.testing.conformance import assert_conformance, fetch_all, map_records
+from schemahub_core.testing.conformance import assert_conformance, check_sides, fetch_all, map_records
 
 SINCE, UNTIL = EVENT_AT - timedelta(minutes=3), EVENT_AT + timedelta(minutes=2)
 SCHEMAHUB = [sys.executable, "-m", "schemahub_core.cli"]
@@ -92,6 +93,21 @@ def test_mapping_keeps_the_taker_side_and_milliseconds(raw, want):
     assert (row["price"], row["quantity"], row["native_symbol"]) == (price, qty, raw["instId"])
     assert row["trade_ts"] == datetime.fromisoformat(ts).replace(tzinfo=UTC)
     assert (row["base_asset"], row["quote_asset"]) == tuple(symbol.split("-"))
+
+
+def test_the_side_check_catches_a_mapping_that_inverts_the_taker_side(sandbox):
+    since, until = EVENT_AT, EVENT_AT + timedelta(seconds=20)
+    run = fetch_all(connector(sandbox), "trades", "BTC-USDT", since=since, until=until)
+    taker = sandbox.venues["okx"].taker_sides("trades", "BTC-USDT", since, until)
+    text = (MAPPINGS / "trades_unified.yaml").read_text()
+    for side_rule, verdict in (("upper", None), ("invert_side", "(every one: the side is inverted)")):
+        mapping = parse_mapping(text.replace("side: upper", f"side: {side_rule}"))
+        rows, _ = map_records(OkxConnector.streams["trades"], mapping, run.records)
+        if verdict is None:
+            assert check_sides(rows, keys=run.keys, taker=taker).endswith("each the taker's side")
+        else:
+            with pytest.raises(AssertionError, match=re.escape(verdict)):
+                check_sides(rows, keys=run.keys, taker=taker)
 
 
 def test_defaults_are_the_real_venue():

@@ -89,10 +89,18 @@ class OkxApp(VenueApp):
             rows[-1]["ts"] = "not-a-time"
         return JSONResponse({"code": "0", "msg": "", "data": rows})
 
-    def expected_keys(self, stream: str, symbol: str, since: datetime, until: datetime) -> list[tuple] | None:
-        asset = INSTRUMENTS.get(symbol.upper())
-        if stream != "trades" or asset is None:
-            return None
+    def _trades(self, symbol: str, since: datetime, until: datetime) -> list[Trade]:
+        asset = INSTRUMENTS[symbol.upper()]
         lo, hi = -(-to_ns(since) // MS) * MS, -(-to_ns(until) // MS) * MS  # OKX compares whole milliseconds
         first, last = self.market.index_at(self.name, asset, lo), self.market.index_at(self.name, asset, hi)
-        return [(symbol.upper(), t.id) for t in self.market.trades_from(self.name, asset, first, last - first, hi - 1)]
+        return self.market.trades_from(self.name, asset, first, last - first, hi - 1)
+
+    def expected_keys(self, stream: str, symbol: str, since: datetime, until: datetime) -> list[tuple] | None:
+        if stream != "trades" or symbol.upper() not in INSTRUMENTS:
+            return None
+        return [(symbol.upper(), t.id) for t in self._trades(symbol, since, until)]
+
+    def taker_sides(self, stream: str, symbol: str, since: datetime, until: datetime) -> dict[tuple, str] | None:
+        if stream != "trades" or symbol.upper() not in INSTRUMENTS:
+            return None
+        return {(symbol.upper(), t.id): t.taker.upper() for t in self._trades(symbol, since, until)}
