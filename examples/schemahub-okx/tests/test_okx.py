@@ -129,6 +129,15 @@ def test_plugins_test_okx_passes_every_check(tmp_path):
     assert set(statuses.values()) == {"passed"} and {"rate_limit", "mapping", "side", "resume"} <= set(statuses)
 
 
+def test_plugins_test_against_a_base_url_skips_only_what_needs_the_simulated_venue(sandbox, tmp_path):
+    proc = _cli("plugins", "test", "okx", "--base-url", sandbox.base_url("okx"), "--since", SINCE.isoformat(),
+                "--until", UNTIL.isoformat(), "--json", env={"SCHEMAHUB_HOME": str(tmp_path / "home")}, cwd=tmp_path)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["server"] == sandbox.base_url("okx"), proc.stdout + proc.stderr
+    statuses = {c["check"]: c["status"] for c in report["checks"]}
+    assert statuses.pop("rate_limit") == "skipped" and set(statuses.values()) == {"passed"}, statuses
+
+
 def test_run_pipeline_lands_okx_trades_in_trades_unified_once(sandbox, tmp_path, monkeypatch):
     from schemahub_core.catalog import open_catalog
     from schemahub_core.config import load_settings
