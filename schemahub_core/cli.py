@@ -170,7 +170,7 @@ def plugins_new(name: str, directory: str) -> None:
     console.print(f"created [bold]{root}[/] (plugin {name!r})", highlight=False)
     for line in (f"pip install -e '{root}[test]'", f"pytest {root}", f"schemahub plugins test {name}",
                  f"then edit {root}/src/schemahub_{name}/connector.py for the real venue (see its README)"):
-        console.print(f"  {line}", highlight=False, soft_wrap=True)
+        console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)  # keep '[test]' as typed
 
 
 _STATUS = {"passed": "[green]passed[/]", "failed": "[bold red]FAILED[/]", "skipped": "[yellow]skipped[/]"}
