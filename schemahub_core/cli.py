@@ -198,6 +198,8 @@ def plugins_test(ctx: Context, name: str, base_url: str | None, stream: str, sym
     """
     import logging
 
+    from rich.markup import escape
+
     from .testing.suite import check_installed
 
     logging.getLogger("schemahub_core.http").setLevel(logging.ERROR)  # retries are expected here: no noise
@@ -216,7 +218,7 @@ def plugins_test(ctx: Context, name: str, base_url: str | None, stream: str, sym
         for col in ("check", "result", "why", "how to fix"):
             table.add_column(col, overflow="fold")
         for r in report.results:
-            table.add_row(r.name, _STATUS[r.status], r.detail, r.fix)
+            table.add_row(r.name, _STATUS[r.status], escape(r.detail), escape(r.fix))  # details quote venue text
         console.print(table)
         summary = f"{sum(r.status == 'passed' for r in report.results)} passed"
         if report.failed:
