@@ -66,10 +66,12 @@ def machine() -> dict[str, Any]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    mem = None
+    mem = cpu_model = None
     try:
         with open("/proc/meminfo") as f:
             mem = f.readline().split()[1] + " kB"
+        with open("/proc/cpuinfo") as f:
+            cpu_model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
     except OSError:
         pass
     return {
@@ -77,6 +79,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],  # other work on the machine skews seconds
         "memory": mem,
         "versions": versions,
     }

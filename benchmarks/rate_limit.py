@@ -14,6 +14,7 @@ scales Binance to 1000 weight per 10 s (the client is told the same limit).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -74,8 +75,11 @@ def run(quick: bool, workdir: Path) -> list[Result]:
         start = (time.time() // window + 2) * window  # the current, partial window is the warm-up
         time.sleep(start - time.time() + 0.02)
         before, t0 = _stats(base), time.monotonic()
-        time.sleep(start + windows * window - time.time() - 0.02)  # stop just before the next window opens
-        after, t1 = _stats(base), time.monotonic()
+        samples = [before]  # one at each window's end: a short window shows where the rate went
+        for w in range(1, windows + 1):
+            time.sleep(start + w * window - time.time() - 0.02)  # just before the next window opens
+            samples.append(_stats(base))
+        after, t1 = samples[-1], time.monotonic()
         finished = [venue for venue, p in zip(SYMBOLS, ingests, strict=True) if p.poll() is not None]
     finally:
         for p in [*ingests, sandbox]:
@@ -89,7 +93,9 @@ def run(quick: bool, workdir: Path) -> list[Result]:
         statuses = {code: after[venue]["statuses"].get(code, 0) for code in ("429", "418")}
         details = {"seconds": round(t1 - t0, 2), "weight_used": used, "weight_allowed": round(allowed, 1),
                    "requests": after[venue]["requests"] - before[venue]["requests"], "statuses_total": statuses,
-                   "ran_out_of_data": venue in finished}
+                   "ran_out_of_data": venue in finished,
+                   "weight_per_window": [b[venue]["weight"] - a[venue]["weight"]
+                                         for a, b in itertools.pairwise(samples)]}
         results.append(Result(f"rate_limit_{venue}",
                               f"{venue} ({limit.spec()} limit): weight used / allowed; 429s: {statuses['429']}, "
                               f"418s: {statuses['418']}", used, allowed, "weight", 0.9, goal="min", details=details,
