@@ -161,11 +161,21 @@ def ensure_table(catalog: Catalog, namespace: str, table: TableDef) -> tuple[Tab
 
 
 def ensure_namespace(catalog: Catalog, namespace: str) -> bool:
+    """Create ``namespace`` unless it exists; True when this call created it.
+
+    pyiceberg's SQL catalog checks for the namespace and then inserts it, so a process
+    that loses the race between the two gets the database's unique-key error rather
+    than ``NamespaceAlreadyExistsError``. The namespace then exists, which is all we want.
+    """
     try:
         catalog.create_namespace(namespace)
         return True
     except NamespaceAlreadyExistsError:
         return False
+    except Exception:
+        if catalog.namespace_exists(namespace):  # another process created it meanwhile
+            return False
+        raise
 
 
 def init_tables(catalog: Catalog, namespace: str, registry: Registry) -> list[tuple[str, bool]]:

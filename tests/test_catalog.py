@@ -1,4 +1,4 @@
-"""Opening a fresh embedded catalog from several processes at once must not fail.
+"""Several processes opening a fresh embedded catalog, and creating its namespace, at once must not fail.
 
 The race (two processes both find pyiceberg's catalog tables missing and both
 create them) has a small window: without the retry in ``open_catalog`` this test
@@ -36,3 +36,27 @@ def test_processes_opening_a_fresh_catalog_together_all_succeed(tmp_path: Path) 
             if p.returncode != 0:
                 failures.append(err.strip().splitlines()[-1])
     assert failures == []
+
+
+def test_namespace_created_by_another_process_mid_create_is_not_an_error(tmp_path: Path) -> None:
+    """The race of CI run 10, made deterministic: a second catalog creates the namespace after
+    pyiceberg has found it missing and before it inserts it, so the insert hits the unique key."""
+    from sqlalchemy import event
+
+    from schemahub_core.catalog import open_catalog
+    from schemahub_core.config import Settings, default_catalog
+    from schemahub_core.tables import ensure_namespace
+
+    settings = Settings(home=tmp_path, catalog=default_catalog(tmp_path))
+    loser, winner = open_catalog(settings), open_catalog(settings)
+    interleaved = []
+
+    def other_process_wins(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if statement.startswith("INSERT INTO iceberg_namespace_properties") and not interleaved:
+            interleaved.append(ensure_namespace(winner, "ns"))
+
+    event.listen(loser.engine, "before_cursor_execute", other_process_wins)
+    assert ensure_namespace(loser, "ns") is False
+    assert interleaved == [True]  # the race really happened: the winner created it mid-call
+    assert loser.namespace_exists("ns")
+    assert ensure_namespace(loser, "ns") is False
