@@ -47,15 +47,21 @@ def _cast_column(column: Column, array: pa.Array, transforms: Mapping[str, Trans
     return array.cast(column.type)
 
 
-def _inferred_columns(records: list[Mapping[str, Any]]) -> dict[str, pa.Array]:
-    """Every field of the records in one C++ conversion; empty when their JSON types disagree."""
-    try:
-        struct = pa.array(records)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return {}
-    if not pa.types.is_struct(struct.type):
-        return {}
-    return {struct.type.field(j).name: struct.field(j) for j in range(struct.type.num_fields)}
+def _inferred_columns(records: list[Mapping[str, Any]], names: Sequence[str]) -> dict[str, pa.Array]:
+    """The stream's columns of the records, each in one C++ conversion; a column whose JSON
+    types disagree is left out (the caller converts it from text), and every column when some
+    record is not an object."""
+    columns = {}
+    for name in names:
+        try:
+            values = [r.get(name) for r in records]
+        except AttributeError:  # a record that is not an object
+            return {}
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            continue
+    return columns
 
 
 def _bad_rows(column: Column, values: list[Any], transforms: Mapping[str, Transform]) -> dict[int, str]:
@@ -79,13 +85,15 @@ def cast_records(
 ) -> tuple[pa.Table, list[Rejected]]:
     """Cast ``records`` to ``raw_schema(stream)``; return the table and the rejects."""
     rejects: dict[int, str] = {}
-    inferred = _inferred_columns(list(records)) if records else {}
+    names = [c.name for c in stream.columns]
+    inferred = _inferred_columns(records, names) if records else {}
     if inferred:  # every record is an object: a missing key is a null in its column
-        missing = {k: inferred[k].is_null() if k in inferred else pa.repeat(True, len(records)) for k in stream.key}
+        missing = {k: inferred[k].is_null() if k in inferred else pa.array([r.get(k) is None for r in records])
+                   for k in stream.key}
         any_missing = pc.or_(*missing.values()) if len(missing) > 1 else next(iter(missing.values()))
         for i in pc.indices_nonzero(any_missing).to_pylist():
-            names = [k for k in stream.key if missing[k][i].as_py()]
-            rejects[i] = f"missing key column(s) {', '.join(names)}"
+            absent = [k for k in stream.key if missing[k][i].as_py()]
+            rejects[i] = f"missing key column(s) {', '.join(absent)}"
     else:
         for i, record in enumerate(records):
             if not isinstance(record, Mapping):
@@ -96,7 +104,7 @@ def cast_records(
         keep = [i for i in range(len(records)) if i not in rejects]
         kept = [records[i] for i in keep]
         if rejects:  # the columns of the surviving rows
-            inferred = _inferred_columns(kept) if kept else {}
+            inferred = _inferred_columns(kept, names) if kept else {}
         arrays = []
         for column in stream.columns:
             array = inferred.get(column.name)
