@@ -48,9 +48,9 @@ def _cast_column(column: Column, array: pa.Array, transforms: Mapping[str, Trans
 
 
 def _inferred_columns(records: list[Mapping[str, Any]], names: Sequence[str]) -> dict[str, pa.Array]:
-    """The stream's columns of the records, each in one C++ conversion; a column whose JSON
-    types disagree is left out (the caller converts it from text), and every column when some
-    record is not an object."""
+    """The stream's columns of the records, each in one C++ conversion (from text where their
+    JSON types disagree); none when some record is not an object. A column that cannot be
+    converted at all is left out: the caller finds its offending rows."""
     columns = {}
     for name in names:
         try:
@@ -58,8 +58,8 @@ def _inferred_columns(records: list[Mapping[str, Any]], names: Sequence[str]) ->
         except AttributeError:  # a record that is not an object
             return {}
         try:
-            columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            columns[name] = _to_array(values)
+        except (pa.ArrowNotImplementedError, OverflowError):
             continue
     return columns
 
