@@ -27,11 +27,11 @@ from pathlib import Path
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
-from schemahub_core.catalog import open_catalog
-from schemahub_core.config import Settings, default_catalog, load_settings
-from schemahub_core.maintenance import maintain_table
-from schemahub_core.sink import IcebergSink
-from schemahub_core.tables import TableDef, ensure_namespace, ensure_table
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.maintenance import maintain_table
+from schemahub_core.engine.sink import IcebergSink
+from schemahub_core.engine.tables import TableDef, ensure_namespace, ensure_table
+from schemahub_core.framework.config import Settings, default_catalog, load_settings
 
 from .harness import Result
 

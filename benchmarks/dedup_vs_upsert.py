@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from schemahub_core.state import source_key
-from schemahub_core.unify import unify
+from schemahub_core.engine.state import source_key
+from schemahub_core.engine.unify import unify
 
 from .harness import Result, median_seconds
 from .warehouse import Warehouse, fresh_warehouse

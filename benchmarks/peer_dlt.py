@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from schemahub_core.unify import unify
+from schemahub_core.engine.unify import unify
 
 from .harness import Result, median_seconds
 from .prefetched import land

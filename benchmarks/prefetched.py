@@ -10,9 +10,9 @@ from datetime import datetime
 from schemahub_binance.connector import BinanceConnector
 
 from schemahub_core import Cursor, Page
-from schemahub_core.ingest import RunStats, StreamIngest
-from schemahub_core.registry import Registry
-from schemahub_core.sink import IcebergSink
+from schemahub_core.engine.ingest import RunStats, StreamIngest
+from schemahub_core.engine.sink import IcebergSink
+from schemahub_core.framework.registry import Registry
 
 from .warehouse import Warehouse
 

@@ -30,7 +30,7 @@ from schemahub_core.sandbox.server import REAL_LIMITS
 from .harness import Result
 
 SYMBOLS = {"binance": "BTC-USDT", "coinbase": "BTC-USD", "kraken": "BTC-USD"}
-SCHEMAHUB = [sys.executable, "-m", "schemahub_core.cli"]
+SCHEMAHUB = [sys.executable, "-m", "schemahub_core"]
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from schemahub_core.replay import ReplayRequest, load_replay
+from schemahub_core.apps.replay import ReplayRequest, load_replay
 
 from .harness import Result, median_seconds
 from .warehouse import Warehouse, fresh_warehouse

@@ -9,11 +9,11 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from schemahub_core.catalog import open_catalog
-from schemahub_core.config import Settings, default_catalog
-from schemahub_core.mapping import Mapping, collect_mappings
-from schemahub_core.registry import Registry, get_registry
-from schemahub_core.tables import init_tables
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.tables import init_tables
+from schemahub_core.framework.config import Settings, default_catalog
+from schemahub_core.framework.mapping import Mapping, collect_mappings
+from schemahub_core.framework.registry import Registry, get_registry
 
 
 @dataclass

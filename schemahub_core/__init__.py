@@ -5,11 +5,11 @@ Plugin authors import everything they need from here::
     from schemahub_core import hookimpl, Connector, Stream, Column, CursorKind, Page
 """
 
-from .connector import Column, Connector, ConnectorError, Cursor, CursorKind, Page, Stream
-from .hookspecs import hookimpl
-from .http import RateLimit, RetryableError, VenuePolicy, VenueSession, venue_session
-from .livefeed import LiveFeed, LiveQuote
-from .targets import Target
+from schemahub_core.framework.connector import Column, Connector, ConnectorError, Cursor, CursorKind, Page, Stream
+from schemahub_core.framework.hookspecs import hookimpl
+from schemahub_core.framework.http import RateLimit, RetryableError, VenuePolicy, VenueSession, venue_session
+from schemahub_core.framework.livefeed import LiveFeed, LiveQuote
+from schemahub_core.framework.targets import Target
 
 __all__ = [
     "Column",

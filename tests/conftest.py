@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMAHUB = [sys.executable, "-m", "schemahub_core.cli"]
+SCHEMAHUB = [sys.executable, "-m", "schemahub_core"]
 
 
 @pytest.fixture

@@ -15,14 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from schemahub_core.catalog import open_catalog
-from schemahub_core.config import Settings, default_catalog
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.framework.config import Settings, default_catalog
 from schemahub_core.testing.entry_points import write_distribution
 from schemahub_core.testing.scripted import ScriptedBConnector, ScriptedConnector, scripted_registry, trades_for
 
 NS = "schemahub"
 ROW_COLUMNS = ("exchange", "symbol", "trade_id", "side", "price", "quantity", "trade_ts")
-SCHEMAHUB = [sys.executable, "-m", "schemahub_core.cli"]
+SCHEMAHUB = [sys.executable, "-m", "schemahub_core"]
 VENUES = {ScriptedConnector.name: ScriptedConnector.default_symbols,
           ScriptedBConnector.name: ScriptedBConnector.default_symbols}
 

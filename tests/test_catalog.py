@@ -16,8 +16,8 @@ from pathlib import Path
 OPEN = """
 import sys, time
 from pathlib import Path
-from schemahub_core.catalog import open_catalog
-from schemahub_core.config import Settings, default_catalog
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.framework.config import Settings, default_catalog
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together
 home = Path(sys.argv[1])
 open_catalog(Settings(home=home, catalog=default_catalog(home))).list_namespaces()
@@ -43,9 +43,9 @@ def test_namespace_created_by_another_process_mid_create_is_not_an_error(tmp_pat
     pyiceberg has found it missing and before it inserts it, so the insert hits the unique key."""
     from sqlalchemy import event
 
-    from schemahub_core.catalog import open_catalog
-    from schemahub_core.config import Settings, default_catalog
-    from schemahub_core.tables import ensure_namespace
+    from schemahub_core.engine.catalog import open_catalog
+    from schemahub_core.engine.tables import ensure_namespace
+    from schemahub_core.framework.config import Settings, default_catalog
 
     settings = Settings(home=tmp_path, catalog=default_catalog(tmp_path))
     loser, winner = open_catalog(settings), open_catalog(settings)

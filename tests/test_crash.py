@@ -29,8 +29,8 @@ from scripted_support import (
     unified_rows,
 )
 
-from schemahub_core.catalog import open_catalog
-from schemahub_core.pipeline import run_pipeline
+from schemahub_core.apps.pipeline import run_pipeline
+from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.testing.scripted import trades_for
 
 KILLED = -signal.SIGKILL

@@ -10,7 +10,7 @@ from schemahub_binance.connector import POLICY as BINANCE
 from schemahub_binance.connector import BinanceConnector
 
 from schemahub_core import ConnectorError, RateLimit, VenuePolicy, venue_session
-from schemahub_core.config import ConfigError, load_settings
+from schemahub_core.framework.config import ConfigError, load_settings
 from schemahub_core.testing.sandbox import _clear_sandbox_faults, sandbox  # noqa: F401
 
 

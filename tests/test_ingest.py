@@ -20,12 +20,12 @@ from scripted_support import (
     unified_rows,
 )
 
-from schemahub_core import faults
-from schemahub_core.catalog import open_catalog
-from schemahub_core.ingest import ingest, parse_when
-from schemahub_core.pipeline import run_ingest, run_pipeline, symbols_for
-from schemahub_core.sink import is_transient
-from schemahub_core.state import read_cursor, watermark_rows
+from schemahub_core.apps.pipeline import run_ingest, run_pipeline, symbols_for
+from schemahub_core.engine import faults
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.ingest import ingest, parse_when
+from schemahub_core.engine.sink import is_transient
+from schemahub_core.engine.state import read_cursor, watermark_rows
 from schemahub_core.testing.scripted import START_MS, trades_for
 
 

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from pyiceberg.transforms import DayTransform
 
-from schemahub_core.catalog import open_catalog
-from schemahub_core.cli import cli
-from schemahub_core.config import ConfigError, load_settings
+from schemahub_core.apps.cli import cli
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.framework.config import ConfigError, load_settings
 
 TRADES_COLUMNS = ["exchange", "symbol", "trade_id", "side", "price", "quantity", "trade_ts", "ingest_ts",
                   "base_asset", "quote_asset", "native_symbol"]

@@ -17,9 +17,7 @@ import requests
 from conftest import run_cli
 from rich.console import Console
 
-from schemahub_core.catalog import open_catalog
-from schemahub_core.config import load_settings
-from schemahub_core.live import (
+from schemahub_core.apps.live import (
     Board,
     Discrepancy,
     Lander,
@@ -29,12 +27,14 @@ from schemahub_core.live import (
     plan_markets,
     render_board,
 )
-from schemahub_core.livefeed import LiveQuote
-from schemahub_core.pipeline import run_unify
-from schemahub_core.registry import get_registry
+from schemahub_core.apps.pipeline import run_unify
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.sink import progress_of
+from schemahub_core.engine.state import cursor_key
+from schemahub_core.framework.config import load_settings
+from schemahub_core.framework.livefeed import LiveQuote
+from schemahub_core.framework.registry import get_registry
 from schemahub_core.sandbox import Sandbox
-from schemahub_core.sink import progress_of
-from schemahub_core.state import cursor_key
 from schemahub_core.testing.sandbox import _clear_sandbox_faults, sandbox  # noqa: F401
 
 TIMEOUT = 20.0  # generous: event-driven waits finish as soon as their condition holds

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from schemahub_core.catalog import open_catalog
-from schemahub_core.config import Settings, load_settings
-from schemahub_core.maintenance import maintain, needed_snapshots
-from schemahub_core.pipeline import run_ingest, run_pipeline, run_unify
-from schemahub_core.sink import progress_of
-from schemahub_core.state import read_cursor
+from schemahub_core.apps.pipeline import run_ingest, run_pipeline, run_unify
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.maintenance import maintain, needed_snapshots
+from schemahub_core.engine.sink import progress_of
+from schemahub_core.engine.state import read_cursor
+from schemahub_core.framework.config import Settings, load_settings
 from schemahub_core.testing.scripted import scripted_registry, trades_for
 
 NS = "schemahub"

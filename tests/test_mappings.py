@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_cli
 
-from schemahub_core.mapping import MappingError, check_mapping, collect_mappings, load_mapping, parse_mapping
-from schemahub_core.raw import cast_records
-from schemahub_core.registry import get_registry
+from schemahub_core.engine.raw import cast_records
+from schemahub_core.framework.mapping import MappingError, check_mapping, collect_mappings, load_mapping, parse_mapping
+from schemahub_core.framework.registry import get_registry
 
 BINANCE = ROOT / "plugins/schemahub-binance/src/schemahub_binance/mappings/trades_unified.yaml"
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_cli
 
-from schemahub_core.cli import cli
+from schemahub_core.apps.cli import cli
 
 NAME = "scaffoldvenue"
 

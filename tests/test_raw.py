@@ -12,9 +12,9 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemahub_core.connector import Column, CursorKind, Stream
-from schemahub_core.raw import cast_records
-from schemahub_core.transforms import BUILTIN_TRANSFORMS
+from schemahub_core.engine.raw import cast_records
+from schemahub_core.framework.connector import Column, CursorKind, Stream
+from schemahub_core.framework.transforms import BUILTIN_TRANSFORMS
 
 STREAM = Stream(
     "trades",

@@ -19,12 +19,9 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from schemahub_core.catalog import open_catalog
-from schemahub_core.cli import cli
-from schemahub_core.config import load_settings
-from schemahub_core.leadlag import lead_lag
-from schemahub_core.registry import get_registry
-from schemahub_core.replay import (
+from schemahub_core.apps.cli import cli
+from schemahub_core.apps.leadlag import lead_lag
+from schemahub_core.apps.replay import (
     ReplayRequest,
     fmt_price,
     load_replay,
@@ -33,8 +30,11 @@ from schemahub_core.replay import (
     window_scan,
     write_html,
 )
-from schemahub_core.tables import init_tables
-from schemahub_core.targets import QUOTES_UNIFIED, TRADES_UNIFIED
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.tables import init_tables
+from schemahub_core.framework.config import load_settings
+from schemahub_core.framework.registry import get_registry
+from schemahub_core.framework.targets import QUOTES_UNIFIED, TRADES_UNIFIED
 
 EVENT = datetime(2024, 2, 8, 15, 12, 4, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -274,7 +274,7 @@ def test_errors_are_one_line(catalog, args: list[str], message: str) -> None:
 def test_sandbox_event_shows_coinbase_lagging_binance_40_to_120ms(home: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """End to end on the simulated venues: ingest + unify the event, then replay it from Iceberg."""
-    from schemahub_core.pipeline import run_ingest, run_unify
+    from schemahub_core.apps.pipeline import run_ingest, run_unify
     from schemahub_core.sandbox import EVENT_AT, Sandbox, SandboxConfig
 
     registry = get_registry()

@@ -120,7 +120,7 @@ def test_cli_serves_the_sandbox_on_the_given_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "schemahub_core.cli", "sandbox", "--port", str(port), "--fast"],
+    proc = subprocess.Popen([sys.executable, "-m", "schemahub_core", "sandbox", "--port", str(port), "--fast"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     try:
         deadline = time.monotonic() + 30

@@ -20,9 +20,9 @@ import pytest
 from conftest import SCHEMAHUB, run_cli
 from storage_fixtures import MotoServer, PostgresServer, StorageHome
 
-from schemahub_core.catalog import open_catalog
-from schemahub_core.config import load_settings
-from schemahub_core.maintenance import maintain
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.maintenance import maintain
+from schemahub_core.framework.config import load_settings
 from schemahub_core.testing.entry_points import write_distribution
 from schemahub_core.testing.scripted import trades_for
 
@@ -179,8 +179,8 @@ def test_catalog_secrets_from_pyiceberg_env(tmp_path: Path, postgres_home: Stora
 def test_sandbox_venues_to_s3_with_glue(s3_glue_home: StorageHome, moto_server: MotoServer,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The real venue connectors, over HTTP from the simulated venues, into the S3 warehouse."""
-    from schemahub_core.pipeline import run_ingest, run_unify
-    from schemahub_core.registry import get_registry
+    from schemahub_core.apps.pipeline import run_ingest, run_unify
+    from schemahub_core.framework.registry import get_registry
     from schemahub_core.sandbox import EVENT_AT, Sandbox, SandboxConfig
 
     registry = get_registry()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemahub_core import transforms as t
+from schemahub_core.framework import transforms as t
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # 1970 .. 2100 in milliseconds

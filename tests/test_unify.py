@@ -12,13 +12,13 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from scripted_support import NS, expected_rows, registry, restrict, settings_for, unified_rows
 
-from schemahub_core import faults
-from schemahub_core.catalog import open_catalog
-from schemahub_core.ingest import ingest
-from schemahub_core.pipeline import run_pipeline
-from schemahub_core.sink import IcebergSink, day_filter
+from schemahub_core.apps.pipeline import run_pipeline
+from schemahub_core.engine import faults
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.ingest import ingest
+from schemahub_core.engine.sink import IcebergSink, day_filter
+from schemahub_core.engine.unify import unify
 from schemahub_core.testing.scripted import START_MS
-from schemahub_core.unify import unify
 
 
 def _mappings(reg):

@@ -15,7 +15,7 @@ from schemahub_coinbase.connector import CoinbaseConnector
 from schemahub_kraken.connector import KrakenConnector
 
 from schemahub_core import VenuePolicy, venue_session
-from schemahub_core.http import RateLimit
+from schemahub_core.framework.http import RateLimit
 from schemahub_core.sandbox import FAST_LIMITS, MARKET_START, Limit, SandboxConfig
 from schemahub_core.testing.sandbox import sandbox_factory  # noqa: F401
 

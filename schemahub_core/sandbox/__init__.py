@@ -8,11 +8,11 @@ rate limits, faults and stats behave as for the built-ins), optionally trading i
 a ``MarketVenue`` profile, and registering it with the ``register_sandbox_venues`` hook (docs/plugins.md).
 """
 
-from .limits import Limit, Verdict
-from .market import EVENT_AT, EVENT_SECONDS, LABEL, MARKET_END, MARKET_START, Market, Trade, to_ns
-from .market import Venue as MarketVenue
-from .server import FAST_LIMITS, REAL_LIMITS, SYMBOLS, Sandbox, SandboxConfig, venue_apps
-from .venue import VenueApp, bad_request, int_param
+from schemahub_core.sandbox.limits import Limit, Verdict
+from schemahub_core.sandbox.market import EVENT_AT, EVENT_SECONDS, LABEL, MARKET_END, MARKET_START, Market, Trade, to_ns
+from schemahub_core.sandbox.market import Venue as MarketVenue
+from schemahub_core.sandbox.server import FAST_LIMITS, REAL_LIMITS, SYMBOLS, Sandbox, SandboxConfig, venue_apps
+from schemahub_core.sandbox.venue import VenueApp, bad_request, int_param
 
 __all__ = ["EVENT_AT", "EVENT_SECONDS", "FAST_LIMITS", "LABEL", "MARKET_END", "MARKET_START", "REAL_LIMITS",
            "SYMBOLS", "Limit", "Market", "MarketVenue", "Sandbox", "SandboxConfig", "Trade", "VenueApp", "Verdict",

@@ -15,9 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from .limits import Verdict
-from .market import Quote, Trade
-from .venue import VenueApp, bad_request, int_param
+from schemahub_core.sandbox.limits import Verdict
+from schemahub_core.sandbox.market import Quote, Trade
+from schemahub_core.sandbox.venue import VenueApp, bad_request, int_param
 
 SYMBOLS = {"BTCUSDT": ("BTC", "USDT"), "ETHUSDT": ("ETH", "USDT")}
 WEIGHTS = {"aggTrades": 4, "bookTicker": 2, "exchangeInfo": 20, "ping": 1, "time": 1}

@@ -18,9 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from .limits import Verdict
-from .market import NS, VENUES, Quote, Trade
-from .venue import VenueApp, bad_request, int_param
+from schemahub_core.sandbox.limits import Verdict
+from schemahub_core.sandbox.market import NS, VENUES, Quote, Trade
+from schemahub_core.sandbox.venue import VenueApp, bad_request, int_param
 
 PRODUCTS = {"BTC-USD": "BTC", "ETH-USD": "ETH"}
 NOT_FOUND = {"message": "NotFound"}

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
-from .market import Quote
+from schemahub_core.sandbox.market import Quote
 
 if TYPE_CHECKING:
-    from .venue import VenueApp
+    from schemahub_core.sandbox.venue import VenueApp
 
 Format = Callable[[str, Quote, bool], str]  # (native symbol, quote, first message of the subscription?) -> text
 

@@ -18,9 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from .limits import Verdict
-from .market import NS, Quote, Trade
-from .venue import VenueApp, int_param
+from schemahub_core.sandbox.limits import Verdict
+from schemahub_core.sandbox.market import NS, Quote, Trade
+from schemahub_core.sandbox.venue import VenueApp, int_param
 
 PAIRS = {"XXBTZUSD": "BTC", "XETHZUSD": "ETH"}
 ALIASES = {"XBTUSD": "XXBTZUSD", "BTCUSD": "XXBTZUSD", "XXBTZUSD": "XXBTZUSD", "XBT/USD": "XXBTZUSD",

@@ -27,13 +27,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from .binance import BinanceApp
-from .coinbase import CoinbaseApp
-from .faults import Fault, Faults
-from .kraken import KrakenApp
-from .limits import Limit
-from .market import EVENT_AT, LABEL, MARKET_END, MARKET_START, Market, to_ns
-from .venue import VenueApp
+from schemahub_core.sandbox.binance import BinanceApp
+from schemahub_core.sandbox.coinbase import CoinbaseApp
+from schemahub_core.sandbox.faults import Fault, Faults
+from schemahub_core.sandbox.kraken import KrakenApp
+from schemahub_core.sandbox.limits import Limit
+from schemahub_core.sandbox.market import EVENT_AT, LABEL, MARKET_END, MARKET_START, Market, to_ns
+from schemahub_core.sandbox.venue import VenueApp
 
 # The venues' published public limits (late 2025): Binance 6000 weight/min, Coinbase 10 req/s with bursts
 # to 15, Kraken about 1 req/s.
@@ -56,7 +56,7 @@ _KRAKEN_ALIASES = {"XBTUSD": "XXBTZUSD", "ETHUSD": "XETHZUSD"}
 
 def venue_apps() -> dict[str, type[VenueApp]]:
     """The built-in venues, then every ``VenueApp`` a plugin registers (hook ``register_sandbox_venues``)."""
-    from ..registry import get_registry
+    from schemahub_core.framework.registry import get_registry
 
     return {**VENUE_APPS, **get_registry().sandbox_venues}
 

@@ -18,14 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .faults import Fault
-from .feeds import Feed
-from .limits import FixedWindowWeight, Limit, TokenBucket, Verdict
-from .market import LABEL
-from .market import Venue as MarketVenue
+from schemahub_core.sandbox.faults import Fault
+from schemahub_core.sandbox.feeds import Feed
+from schemahub_core.sandbox.limits import FixedWindowWeight, Limit, TokenBucket, Verdict
+from schemahub_core.sandbox.market import LABEL
+from schemahub_core.sandbox.market import Venue as MarketVenue
 
 if TYPE_CHECKING:
-    from .server import Sandbox
+    from schemahub_core.sandbox.server import Sandbox
 
 SANDBOX_HEADER = "X-SchemaHub-Sandbox"
 

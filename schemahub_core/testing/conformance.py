@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..connector import Connector, Cursor, CursorKind, Page, Stream
-from ..raw import cast_records
-from ..transforms import BUILTIN_TRANSFORMS, Transform
+from schemahub_core.engine.raw import cast_records
+from schemahub_core.framework.connector import Connector, Cursor, CursorKind, Page, Stream
+from schemahub_core.framework.transforms import BUILTIN_TRANSFORMS, Transform
 
 
 @dataclass
@@ -181,7 +181,7 @@ def map_records(stream: Stream, mapping: Any, records: Sequence[Mapping[str, Any
 
     The same path the engine takes, without any table: for normalization tests against hand-written rows.
     """
-    from ..registry import get_registry
+    from schemahub_core.framework.registry import get_registry
 
     registry = registry or get_registry()
     raw, rejected = cast_records(stream, records, registry.transforms, mapping.connector)
@@ -213,7 +213,7 @@ def check_rate_limit(connector: Connector, run: Run, symbol: str, since: datetim
 
 def check_mapping_output(stream: Stream, mapping: Any, records: Sequence[Mapping[str, Any]], registry: Any) -> list:
     """The mapping validates, maps every record without rejects, and fills every target column (but ingest time)."""
-    from ..mapping import check_mapping
+    from schemahub_core.framework.mapping import check_mapping
 
     check_mapping(mapping, registry)
     rows, rejected = map_records(stream, mapping, records, registry)
@@ -323,7 +323,7 @@ def run_suite(connector: Connector, stream: str, symbol: str, since: datetime, u
     sandbox whose venue has a tight limit; without it that check is skipped. ``taker_sides`` (record key -> taker
     side, from the simulated venue) lets the side check catch a maker/taker inversion.
     """
-    from ..registry import get_registry
+    from schemahub_core.framework.registry import get_registry
 
     registry = registry or get_registry()
     transforms = registry.transforms

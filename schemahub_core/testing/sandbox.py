@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ..sandbox import Sandbox, SandboxConfig
+from schemahub_core.sandbox import Sandbox, SandboxConfig
 
 
 @pytest.fixture(scope="session")

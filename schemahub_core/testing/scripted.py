@@ -27,11 +27,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..connector import Column, Connector, Cursor, CursorKind, Page, Stream
-from ..hookspecs import hookimpl
-from ..mapping import Mapping as MappingSpec
-from ..mapping import parse_mapping
-from ..registry import Registry
+from schemahub_core.framework.connector import Column, Connector, Cursor, CursorKind, Page, Stream
+from schemahub_core.framework.hookspecs import hookimpl
+from schemahub_core.framework.mapping import Mapping as MappingSpec
+from schemahub_core.framework.mapping import parse_mapping
+from schemahub_core.framework.registry import Registry
 
 TS = pa.timestamp("us", tz="UTC")
 START_MS = 1_707_436_790_000  # 2024-02-08T23:59:50Z
@@ -193,7 +193,7 @@ def register_mappings(register):
 
 def scripted_registry() -> Registry:
     """A registry with the built-ins and the scripted venues, without global plugin loading."""
-    from ..builtins import register_targets, register_transforms
+    from schemahub_core.framework.builtins import register_targets, register_transforms
 
     registry = Registry()
     register_transforms(lambda name, fn: registry.transforms.__setitem__(name, fn))

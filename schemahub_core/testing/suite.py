@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..mapping import collect_mappings
-from ..registry import Registry, get_registry
-from .conformance import CheckResult, run_suite
+from schemahub_core.framework.mapping import collect_mappings
+from schemahub_core.framework.registry import Registry, get_registry
+from schemahub_core.testing.conformance import CheckResult, run_suite
 
 TIGHT_LIMIT = (20, 1)  # requests per second the rate-limit check allows the venue
 
@@ -69,7 +69,7 @@ def check_installed(name: str, *, base_url: str | None = None, stream: str = "tr
         report.results = run_suite(cls({**base, "base_url": base_url}), stream, symbol, since, until,
                                    min_pages=min_pages, registry=registry, mappings=mappings)
         return report
-    from ..sandbox import EVENT_AT, Limit, Sandbox, SandboxConfig, venue_apps
+    from schemahub_core.sandbox import EVENT_AT, Limit, Sandbox, SandboxConfig, venue_apps
 
     app = {**venue_apps(), **registry.sandbox_venues}.get(name)
     if app is None:

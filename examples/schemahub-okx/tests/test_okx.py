@@ -16,12 +16,12 @@ from schemahub_okx import MAPPINGS
 from schemahub_okx.connector import POLICY, OkxConnector
 
 from schemahub_core import ConnectorError
-from schemahub_core.mapping import load_mapping, parse_mapping
+from schemahub_core.framework.mapping import load_mapping, parse_mapping
 from schemahub_core.sandbox import EVENT_AT, to_ns
 from schemahub_core.testing.conformance import assert_conformance, check_sides, fetch_all, map_records
 
 SINCE, UNTIL = EVENT_AT - timedelta(minutes=3), EVENT_AT + timedelta(minutes=2)
-SCHEMAHUB = [sys.executable, "-m", "schemahub_core.cli"]
+SCHEMAHUB = [sys.executable, "-m", "schemahub_core"]
 
 
 def connector(sandbox, **options) -> OkxConnector:
@@ -139,8 +139,8 @@ def test_plugins_test_against_a_base_url_skips_only_what_needs_the_simulated_ven
 
 
 def test_run_pipeline_lands_okx_trades_in_trades_unified_once(sandbox, tmp_path, monkeypatch):
-    from schemahub_core.catalog import open_catalog
-    from schemahub_core.config import load_settings
+    from schemahub_core.engine.catalog import open_catalog
+    from schemahub_core.framework.config import load_settings
 
     env = {"SCHEMAHUB_HOME": str(tmp_path / "home"), "SCHEMAHUB_LOAD_PLUGINS": "okx",
            "SCHEMAHUB_OKX_BASE_URL": sandbox.base_url("okx"), "SCHEMAHUB_OKX_RATE_LIMIT": "1000/1"}

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from schemahub_binance import MAPPINGS
 from schemahub_binance.connector import BinanceConnector
 
-from schemahub_core.mapping import load_mapping
+from schemahub_core.framework.mapping import load_mapping
 from schemahub_core.testing.conformance import map_records
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)

@@ -9,7 +9,7 @@ from schemahub_coinbase import MAPPINGS
 from schemahub_coinbase.connector import POLICY, CoinbaseConnector
 
 from schemahub_core import ConnectorError
-from schemahub_core.mapping import load_mapping
+from schemahub_core.framework.mapping import load_mapping
 from schemahub_core.sandbox import EVENT_AT
 from schemahub_core.testing.conformance import assert_conformance, fetch_all, map_records
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from schemahub_coinbase import MAPPINGS
 from schemahub_coinbase.connector import CoinbaseConnector
 
-from schemahub_core.mapping import load_mapping
+from schemahub_core.framework.mapping import load_mapping
 from schemahub_core.testing.conformance import map_records
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -11,7 +11,7 @@ from schemahub_kraken import MAPPINGS
 from schemahub_kraken.connector import POLICY, KrakenConnector, time_ns, trade_record
 
 from schemahub_core import ConnectorError
-from schemahub_core.mapping import load_mapping
+from schemahub_core.framework.mapping import load_mapping
 from schemahub_core.sandbox import EVENT_AT
 from schemahub_core.testing.conformance import assert_conformance, fetch_all, map_records
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from schemahub_kraken import MAPPINGS
 from schemahub_kraken.connector import KrakenConnector
 
-from schemahub_core.mapping import load_mapping
+from schemahub_core.framework.mapping import load_mapping
 from schemahub_core.testing.conformance import map_records
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)

@@ -97,7 +97,7 @@ def _us(moment: datetime) -> int:
 
 class BinanceConnector(Connector):
     """Options: ``base_url``, ``api_key`` (sent as ``X-MBX-APIKEY``, optional for public data), ``page_size``,
-    and the session's ``rate_limit`` / ``timeout`` / ``max_retries`` (see ``schemahub_core.http``)."""
+    and the session's ``rate_limit`` / ``timeout`` / ``max_retries`` (see ``schemahub_core.framework.http``)."""
 
     name = "binance"
     description = "Binance Spot REST"

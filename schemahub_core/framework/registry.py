@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import plugins
-from .connector import Connector
-from .targets import Target
-from .transforms import Transform
+from schemahub_core.framework import plugins
+from schemahub_core.framework.connector import Connector
+from schemahub_core.framework.targets import Target
+from schemahub_core.framework.transforms import Transform
 
 
 @dataclass

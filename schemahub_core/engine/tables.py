@@ -30,9 +30,9 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from .connector import Stream
-from .registry import Registry
-from .targets import TS, Target
+from schemahub_core.framework.connector import Stream
+from schemahub_core.framework.registry import Registry
+from schemahub_core.framework.targets import TS, Target
 
 # pyiceberg silently rebases and retries a conflicting append (4 times by
 # default), which would land a page twice when two writers race. The engine

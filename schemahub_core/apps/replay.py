@@ -42,7 +42,7 @@ from rich.live import Live
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from .leadlag import DEFAULT_MAX_LAG_MS, LeadLag, lead_lag
+from schemahub_core.apps.leadlag import DEFAULT_MAX_LAG_MS, LeadLag, lead_lag
 
 TRADES = "trades_unified"
 QUOTES = "quotes_unified"

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 from pyiceberg.catalog import Catalog, load_catalog
 from sqlalchemy.exc import DBAPIError
 
-from .config import Settings
+from schemahub_core.framework.config import Settings
 
 # pyiceberg's SQL catalog creates its own tables when it finds none; two processes opening a fresh
 # catalog together can both find none, and the later CREATE TABLE fails. Opening again finds them.

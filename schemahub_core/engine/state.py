@@ -24,10 +24,10 @@ from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
-from .connector import Cursor, CursorKind
-from .registry import Registry
-from .sink import PROGRESS_PREFIX, progress_of, retry_transient
-from .tables import WATERMARKS, WATERMARKS_SCHEMA, raw_table_name
+from schemahub_core.engine.sink import PROGRESS_PREFIX, progress_of, retry_transient
+from schemahub_core.engine.tables import WATERMARKS, WATERMARKS_SCHEMA, raw_table_name
+from schemahub_core.framework.connector import Cursor, CursorKind
+from schemahub_core.framework.registry import Registry
 
 CURSOR = PROGRESS_PREFIX + "cursor."
 ROWS = PROGRESS_PREFIX + "rows."

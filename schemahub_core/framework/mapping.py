@@ -19,7 +19,7 @@ import pyarrow as pa
 import yaml
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from schemahub_core.framework.registry import Registry
 
 RAW_META_COLUMNS = ("_source", "_source_ingest_ts", "_raw_payload")
 
@@ -204,7 +204,7 @@ def check_mapping(mapping: Mapping, registry: Registry) -> None:
     missing = [c for c in target.schema.names if c not in produced and c != target.ingest_column]
     if missing:
         raise mapping.error((), f"does not produce {target.name} column(s): {', '.join(missing)}")
-    from .tables import raw_schema
+    from schemahub_core.engine.tables import raw_schema
 
     try:  # types line up: run the mapping on an empty raw table
         mapping.apply(raw_schema(stream).empty_table(), registry, target.schema)

@@ -29,8 +29,8 @@ import requests
 from pyrate_limiter import InMemoryBucket, Limiter, Rate
 from requests_ratelimiter import LimiterSession
 
-from .config import ConfigError
-from .connector import ConnectorError
+from schemahub_core.framework.config import ConfigError
+from schemahub_core.framework.connector import ConnectorError
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
-from .ingest import RunStats, ensure_tables
-from .mapping import Mapping, check_mapping
-from .registry import Registry
-from .sink import IcebergSink, Sink, retry_transient
-from .state import INGEST_TS, source_key
-from .tables import target_def
-from .targets import Target
+from schemahub_core.engine.ingest import RunStats, ensure_tables
+from schemahub_core.engine.sink import IcebergSink, Sink, retry_transient
+from schemahub_core.engine.state import INGEST_TS, source_key
+from schemahub_core.engine.tables import target_def
+from schemahub_core.framework.mapping import Mapping, check_mapping
+from schemahub_core.framework.registry import Registry
+from schemahub_core.framework.targets import Target
 
 MAX_REPLANS = 20
 

@@ -16,9 +16,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .connector import Column, Stream
-from .tables import raw_schema
-from .transforms import Transform
+from schemahub_core.engine.tables import raw_schema
+from schemahub_core.framework.connector import Column, Stream
+from schemahub_core.framework.transforms import Transform
 
 
 @dataclass(frozen=True)

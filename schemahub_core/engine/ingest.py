@@ -26,12 +26,10 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, EqualTo
 
-from .connector import Connector, Page, Stream
-from .raw import Rejected, cast_records
-from .registry import Registry
-from .sink import IcebergSink, retry_transient
-from .state import cursor_key, decode_cursor, encode_cursor, last_ts_key, rows_key
-from .tables import (
+from schemahub_core.engine.raw import Rejected, cast_records
+from schemahub_core.engine.sink import IcebergSink, retry_transient
+from schemahub_core.engine.state import cursor_key, decode_cursor, encode_cursor, last_ts_key, rows_key
+from schemahub_core.engine.tables import (
     QUARANTINE,
     QUARANTINE_SCHEMA,
     WATERMARKS,
@@ -42,6 +40,8 @@ from .tables import (
     raw_schema,
     raw_table_name,
 )
+from schemahub_core.framework.connector import Connector, Page, Stream
+from schemahub_core.framework.registry import Registry
 
 QUARANTINE_COUNT = "schemahub.quarantined."
 

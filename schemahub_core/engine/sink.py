@@ -32,7 +32,7 @@ from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, GreaterTh
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
-from .faults import fault_point
+from schemahub_core.engine.faults import fault_point
 
 PROGRESS_PREFIX = "schemahub."
 MAX_ATTEMPTS = 40

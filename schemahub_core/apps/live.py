@@ -32,14 +32,22 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .connector import Connector, Page, Stream
-from .ingest import RunStats, StreamIngest, ensure_tables
-from .livefeed import LiveFeed, LiveQuote
-from .registry import Registry
-from .replay import DEFAULT_QUOTE_ALIASES, fmt_price, matching_symbols
-from .sink import IcebergSink
-from .state import cursor_key, decode_cursor, rebuild_watermarks
-from .tables import QUARANTINE, QUARANTINE_SCHEMA, WATERMARKS, WATERMARKS_SCHEMA, TableDef, raw_schema, raw_table_name
+from schemahub_core.apps.replay import DEFAULT_QUOTE_ALIASES, fmt_price, matching_symbols
+from schemahub_core.engine.ingest import RunStats, StreamIngest, ensure_tables
+from schemahub_core.engine.sink import IcebergSink
+from schemahub_core.engine.state import cursor_key, decode_cursor, rebuild_watermarks
+from schemahub_core.engine.tables import (
+    QUARANTINE,
+    QUARANTINE_SCHEMA,
+    WATERMARKS,
+    WATERMARKS_SCHEMA,
+    TableDef,
+    raw_schema,
+    raw_table_name,
+)
+from schemahub_core.framework.connector import Connector, Page, Stream
+from schemahub_core.framework.livefeed import LiveFeed, LiveQuote
+from schemahub_core.framework.registry import Registry
 
 DEFAULT_THRESHOLD_BPS = 5.0
 DEFAULT_STALE_AFTER = 5.0  # seconds without a quote before a connected venue counts as stale

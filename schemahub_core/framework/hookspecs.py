@@ -2,7 +2,7 @@
 
 Every hook uses the register-callback style: the plugin receives a ``register``
 function and calls it once per thing it provides. Built-ins are registered
-through exactly the same hooks (see ``schemahub_core.builtins``).
+through exactly the same hooks (see ``schemahub_core.framework.builtins``).
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from importlib import metadata
 
 import pluggy
 
-from . import hookspecs
+from schemahub_core.framework import hookspecs
 
 ENTRY_POINT_GROUP = "schemahub"
-BUILTIN_PLUGINS = ("schemahub_core.builtins",)
+BUILTIN_PLUGINS = ("schemahub_core.framework.builtins",)
 
 pm = pluggy.PluginManager("schemahub")
 pm.add_hookspecs(hookspecs)

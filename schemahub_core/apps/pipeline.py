@@ -13,13 +13,13 @@ from datetime import datetime
 
 from pyiceberg.catalog import Catalog
 
-from .catalog import open_catalog
-from .config import Settings
-from .ingest import RunStats, ingest
-from .mapping import Mapping, check_mapping, collect_mappings, mappings_for
-from .registry import Registry
-from .state import rebuild_watermarks
-from .unify import unify
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.ingest import RunStats, ingest
+from schemahub_core.engine.state import rebuild_watermarks
+from schemahub_core.engine.unify import unify
+from schemahub_core.framework.config import Settings
+from schemahub_core.framework.mapping import Mapping, check_mapping, collect_mappings, mappings_for
+from schemahub_core.framework.registry import Registry
 
 
 def parse_sources(registry: Registry, specs: Sequence[str]) -> list[tuple[str, list[str] | None]]:

@@ -5,9 +5,9 @@ Registered through the same hooks as any external plugin.
 
 from __future__ import annotations
 
-from .hookspecs import hookimpl
-from .targets import QUOTES_UNIFIED, TRADES_UNIFIED
-from .transforms import BUILTIN_TRANSFORMS
+from schemahub_core.framework.hookspecs import hookimpl
+from schemahub_core.framework.targets import QUOTES_UNIFIED, TRADES_UNIFIED
+from schemahub_core.framework.transforms import BUILTIN_TRANSFORMS
 
 
 @hookimpl
@@ -24,6 +24,6 @@ def register_targets(register):
 
 @hookimpl
 def register_sinks(register):
-    from .sink import IcebergSink
+    from schemahub_core.engine.sink import IcebergSink
 
     register("iceberg", IcebergSink)

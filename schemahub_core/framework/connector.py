@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from .livefeed import LiveFeed
+    from schemahub_core.framework.livefeed import LiveFeed
 
 
 class CursorKind(enum.StrEnum):

@@ -41,8 +41,8 @@ from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
-from .sink import PROGRESS_PREFIX, progress_of
-from .state import CURSOR, SOURCE
+from schemahub_core.engine.sink import PROGRESS_PREFIX, progress_of
+from schemahub_core.engine.state import CURSOR, SOURCE
 
 # marks maintenance snapshots; deliberately outside PROGRESS_PREFIX so the engine never carries it
 MARKER = "schemahub-maintenance"

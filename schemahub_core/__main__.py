@@ -1,0 +1,5 @@
+"""``python -m schemahub_core`` runs the ``schemahub`` command."""
+
+from schemahub_core.apps.cli import main
+
+main()

@@ -1,0 +1,57 @@
+"""What every command shares: settings, registry and catalog on demand, and the one-line error style."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+from schemahub_core.framework.config import Settings, load_settings
+from schemahub_core.framework.registry import Registry, get_registry
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Context:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+    @property
+    def registry(self) -> Registry:
+        return get_registry()
+
+    def catalog(self):
+        from schemahub_core.engine.catalog import open_catalog
+
+        return open_catalog(self.settings)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def fail(message: str) -> None:
+    """One clear line on stderr and exit 1: the house style for every user error."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(1)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def parse_time(text: str | None) -> Any:
+    """An ``--since``/``--until`` value (ISO 8601 or relative like ``15m``), or None when not given."""
+    from schemahub_core.engine.ingest import parse_when
+
+    return parse_when(text) if text else None

@@ -1,0 +1,53 @@
+"""``schemahub sandbox``: serve the simulated venues in the foreground."""
+
+from __future__ import annotations
+
+import click
+
+from schemahub_core.apps.cli.context import console, fail
+
+
+@click.command()
+@click.option("--port", default=8765, show_default=True, help="Port on 127.0.0.1 for all three venues.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--seed", default=20240208, show_default=True, help="Seed of the simulated market.")
+@click.option("--fast", is_flag=True, help="Generous rate limits instead of the venues' real ones.")
+@click.option("--rate-limit", "rate_limits", multiple=True, metavar="VENUE=LIMIT/SECONDS",
+              help="Override one venue's limit, e.g. kraken=10/1 (repeatable).")
+def sandbox(port: int, host: str, seed: int, fast: bool, rate_limits: tuple[str, ...]) -> None:
+    """Serve SIMULATED Binance, Coinbase and Kraken REST APIs (and plugins' venues) on one local port.
+
+    \b
+    Each venue lives under its own path prefix; point connectors at it with:
+      SCHEMAHUB_BINANCE_BASE_URL=http://127.0.0.1:8765/binance
+      SCHEMAHUB_COINBASE_BASE_URL=http://127.0.0.1:8765/coinbase
+      SCHEMAHUB_KRAKEN_BASE_URL=http://127.0.0.1:8765/kraken
+    Rate limits are the real venues' by default (Kraken: 1 request/s); --fast or
+    --rate-limit relaxes them (then set SCHEMAHUB_<VENUE>_RATE_LIMIT to match).
+    Faults for testing: POST /_sandbox/faults {"venue": "binance", "kind": "429"}.
+    Plugins add their own simulated venues (hook register_sandbox_venues), served the same way.
+    """
+    from schemahub_core.sandbox import FAST_LIMITS, REAL_LIMITS, Limit, Sandbox, SandboxConfig, venue_apps
+
+    limits = dict(FAST_LIMITS if fast else REAL_LIMITS)
+    for spec in rate_limits:
+        venue, _, value = spec.partition("=")
+        try:
+            number, _, seconds = value.partition("/")
+            limits[venue] = Limit(int(number), float(seconds.rstrip("s") or 1))
+        except ValueError:
+            fail(f"--rate-limit {spec!r}: expected VENUE=LIMIT/SECONDS, e.g. kraken=10/1")
+        if venue not in venue_apps():
+            fail(f"--rate-limit {spec!r}: unknown venue {venue!r} (venues: {', '.join(venue_apps())})")
+    server = Sandbox(SandboxConfig(seed=seed, limits=limits, fast_limits=fast))
+    server.port, server.host = port, host
+    info = server.describe()
+    console.print(f"[bold]SchemaHub sandbox[/]: [yellow]SIMULATED market data[/], event at {info['event']}, "
+                  f"clock starts {info['clock_start']}", highlight=False)
+    for venue, url in server.base_urls().items():
+        console.print(f"  {venue:9} {url}   limit {info['limits'][venue]}   "
+                      f"SCHEMAHUB_{venue.upper()}_BASE_URL={url}", highlight=False)
+    try:
+        server.serve_forever(port, host)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc} (try --port)")

@@ -1,0 +1,56 @@
+"""``schemahub status``: per venue and symbol, what has landed."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from schemahub_core.apps.cli.context import Context, console, emit_json, pass_ctx
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@pass_ctx
+def status(ctx: Context, as_json: bool) -> None:
+    """Per source/symbol: cursor, last trade time, lag, rows, last snapshot; per target: what it consumed."""
+    from datetime import UTC, datetime
+
+    from schemahub_core.engine.state import unify_rows, watermark_rows
+
+    catalog = ctx.catalog()
+    now = datetime.now(UTC)
+    sources = watermark_rows(catalog, ctx.settings.namespace, ctx.registry)
+    for r in sources:
+        r["lag_seconds"] = round((now - r["last_ts"]).total_seconds(), 3) if r["last_ts"] else None
+    targets = unify_rows(catalog, ctx.settings.namespace, ctx.registry)
+    if as_json:
+        emit_json({"sources": sources, "targets": targets})
+        return
+    if not sources and not targets:
+        console.print("nothing ingested yet: try `schemahub run pipeline trades_unified`")
+        return
+    table = Table(title="sources (from raw snapshots)")
+    for col in ("source", "stream", "symbol", "cursor", "last trade", "lag", "rows", "last snapshot"):
+        table.add_column(col, overflow="fold")
+    for r in sources:
+        lag = _age(r["lag_seconds"])
+        table.add_row(r["source"], r["stream"], r["symbol"], r["cursor"] or "", str(r["last_ts"] or ""), lag,
+                      str(r["rows"]), str(r["snapshot_id"] or ""))
+    console.print(table)
+    table = Table(title="unified targets")
+    for col in ("target", "source table", "consumed snapshot", "raw snapshot", "state", "target rows"):
+        table.add_column(col, overflow="fold")
+    for r in targets:
+        table.add_row(r["target"], r["source_table"], str(r["consumed_snapshot_id"]), str(r["raw_snapshot_id"]),
+                      "[green]up to date[/]" if r["up_to_date"] else "[yellow]new raw data[/]",
+                      str(r["target_rows"]))
+    console.print(table)
