@@ -24,8 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from schemahub_core.sandbox.limits import Limit
-from schemahub_core.sandbox.server import REAL_LIMITS
+from schemahub_core.sandbox import Limit, venue_apps
 
 from .harness import Result
 
@@ -45,7 +44,8 @@ def _stats(base: str) -> dict:
 
 
 def run(quick: bool, workdir: Path) -> list[Result]:
-    limits = {**REAL_LIMITS, "binance": Limit(1000, 10)} if quick else dict(REAL_LIMITS)
+    real = {name: app.real_limit for name, app in venue_apps().items()}
+    limits = {**real, "binance": Limit(1000, 10)} if quick else real
     windows = 1 if quick else 2
     port = _free_port()
     base = f"http://127.0.0.1:{port}"

@@ -12,7 +12,6 @@ import requests
 
 from schemahub_core.sandbox import (
     EVENT_AT,
-    FAST_LIMITS,
     LABEL,
     MARKET_END,
     MARKET_START,
@@ -20,6 +19,7 @@ from schemahub_core.sandbox import (
     Market,
     Sandbox,
     SandboxConfig,
+    venue_apps,
 )
 from schemahub_core.sandbox.market import NS, to_ns
 from schemahub_core.testing.sandbox import _clear_sandbox_faults, sandbox  # noqa: F401
@@ -35,10 +35,20 @@ def test_every_answer_is_labelled_simulated(sandbox):  # noqa: F811
                 sandbox.base_url("kraken") + "/0/public/Ticker?pair=XBTUSD"):
         assert requests.get(url).headers["X-SchemaHub-Sandbox"] == LABEL
 
+# The venues' market profiles come from their plugins, as the sandbox gets them.
+PROFILES = [app.market_profile for app in venue_apps().values() if app.market_profile is not None]
+
+
+def _market(seed: int = 20240208) -> Market:
+    market = Market(seed)
+    for profile in PROFILES:
+        market.add_venue(profile)
+    return market
+
 
 def test_market_is_deterministic_per_seed_and_lazy():
     started = time.perf_counter()
-    a, b, c = Market(1), Market(1), Market(2)
+    a, b, c = _market(1), _market(1), _market(2)
     assert time.perf_counter() - started < 0.1  # nothing is generated up front
     hour = to_ns(EVENT_AT.replace(minute=0, second=0))
     take = [m.trades_from("coinbase", "BTC", m.index_at("coinbase", "BTC", hour), 500, hour + 3600 * NS)
@@ -47,7 +57,7 @@ def test_market_is_deterministic_per_seed_and_lazy():
 
 
 def test_days_of_trades_for_btc_and_eth_on_every_venue():
-    m = Market()
+    m = _market()
     for venue in ("binance", "coinbase", "kraken"):
         for asset in ("BTC", "ETH"):
             first = m.trades_from(venue, asset, 0, 1, to_ns(MARKET_END))[0]
@@ -66,14 +76,14 @@ def _first_drop(m: Market, venue: str, threshold: float = 0.003) -> int:
 
 
 def test_binance_moves_first_coinbase_40_to_120_ms_later_kraken_later_still():
-    m = Market()
+    m = _market()
     binance, coinbase, kraken = (_first_drop(m, v) for v in ("binance", "coinbase", "kraken"))
     assert 40 <= coinbase - binance <= 120
     assert kraken > coinbase
 
 
 def test_spreads_widen_and_venues_disagree_during_the_event():
-    m = Market()
+    m = _market()
     quiet, hot = EVENT - 600 * NS, EVENT + 500_000_000
     for venue in ("binance", "coinbase", "kraken"):
         assert m.spread(venue, hot) > 10 * m.spread(venue, quiet)
@@ -103,7 +113,7 @@ def test_fault_endpoint_queues_and_reports(sandbox):  # noqa: F811
 
 
 def test_custom_limits_are_enforced_in_the_venue_format():
-    server = Sandbox(SandboxConfig(limits={**FAST_LIMITS, "kraken": Limit(2, 10)})).start()
+    server = Sandbox(SandboxConfig.fast(kraken=Limit(2, 10))).start()
     try:
         url = server.base_url("kraken") + "/0/public/Ticker?pair=XBTUSD"
         answers = [requests.get(url) for _ in range(3)]

@@ -16,7 +16,7 @@ from schemahub_kraken.connector import KrakenConnector
 
 from schemahub_core import VenuePolicy, venue_session
 from schemahub_core.framework.http import RateLimit
-from schemahub_core.sandbox import FAST_LIMITS, MARKET_START, Limit, SandboxConfig
+from schemahub_core.sandbox import MARKET_START, Limit, SandboxConfig
 from schemahub_core.testing.sandbox import sandbox_factory  # noqa: F401
 
 DURATION = 2.0  # seconds of measured, sustained ingest per venue (after a 1-window warm-up)
@@ -30,7 +30,7 @@ CASES = {
 @pytest.mark.parametrize("venue", list(CASES))
 def test_long_ingest_uses_the_rate_without_hitting_the_limit(sandbox_factory, venue):  # noqa: F811
     cls, symbol, limit = CASES[venue]
-    server = sandbox_factory(SandboxConfig(limits={**FAST_LIMITS, venue: limit}))
+    server = sandbox_factory(SandboxConfig.fast(**{venue: limit}))
     connector = cls(server.connector_options(venue, page_size=20))
     cursor = 600_000_000 if venue == "coinbase" else None  # Coinbase: page forward from the first trade
     pages = connector.fetch("trades", symbol, cursor, since=MARKET_START)
@@ -55,7 +55,7 @@ def test_long_ingest_uses_the_rate_without_hitting_the_limit(sandbox_factory, ve
 
 def test_binance_pauses_on_the_used_weight_header_when_others_share_the_ip(sandbox_factory):  # noqa: F811
     """Another client (same IP) already spent most of the window: the header, not the bucket, must stop us."""
-    server = sandbox_factory(SandboxConfig(limits={**FAST_LIMITS, "binance": Limit(40, 2)}))
+    server = sandbox_factory(SandboxConfig.fast(binance=Limit(40, 2)))
     url = server.base_url("binance") + "/api/v3/aggTrades"
     params = {"symbol": "BTCUSDT", "fromId": 2_900_000_000, "limit": 5}
     policy = VenuePolicy("binance-shared-ip-test", RateLimit(40, 2), headroom=1.0,

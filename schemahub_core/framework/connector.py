@@ -117,11 +117,18 @@ class Connector:
     ) -> Iterator[Page]:
         """Yield pages of ``stream`` for canonical ``symbol`` after ``cursor``.
 
-        ``cursor`` is ``None`` on a first run; then start at ``since`` (or the
-        venue's recent history). Stop at ``until`` when given (exclusive), else
-        at the newest data. Records at or before ``cursor`` must not be yielded.
+        The core dispatches here, so no connector repeats it: stream ``trades`` is fetched by the connector's
+        ``fetch_trades``, ``quotes`` by ``fetch_quotes``, any declared stream ``x`` by ``fetch_x``, each with
+        ``(symbol, cursor, since, until)``. ``cursor`` is ``None`` on a first run; then start at ``since`` (or
+        the venue's recent history). Stop at ``until`` when given (exclusive), else at the newest data.
+        Records at or before ``cursor`` must not be yielded.
         """
-        raise NotImplementedError(f"{type(self).__name__}.fetch is not implemented")
+        if stream not in self.streams:
+            raise ConnectorError(f"{self.name}: unknown stream {stream!r} (streams: {', '.join(self.streams)})")
+        method = getattr(self, f"fetch_{stream}", None)
+        if method is None:
+            raise NotImplementedError(f"{type(self).__name__} declares stream {stream!r} but has no fetch_{stream}")
+        return method(symbol, cursor, since, until)
 
     def live_feed(self, symbols: Sequence[str]) -> LiveFeed:
         """The venue's WebSocket best bid/ask feed for canonical ``symbols`` (``schemahub live``).

@@ -9,11 +9,22 @@ a ``MarketVenue`` profile, and registering it with the ``register_sandbox_venues
 """
 
 from schemahub_core.sandbox.limits import Limit, Verdict
-from schemahub_core.sandbox.market import EVENT_AT, EVENT_SECONDS, LABEL, MARKET_END, MARKET_START, Market, Trade, to_ns
+from schemahub_core.sandbox.market import (
+           EVENT_AT,
+           EVENT_SECONDS,
+           LABEL,
+           MARKET_END,
+           MARKET_START,
+           NS,
+           Market,
+           Quote,
+           Trade,
+           to_ns,
+)
 from schemahub_core.sandbox.market import Venue as MarketVenue
-from schemahub_core.sandbox.server import FAST_LIMITS, REAL_LIMITS, SYMBOLS, Sandbox, SandboxConfig, venue_apps
+from schemahub_core.sandbox.server import Sandbox, SandboxConfig, venue_apps
 from schemahub_core.sandbox.venue import VenueApp, bad_request, int_param
 
-__all__ = ["EVENT_AT", "EVENT_SECONDS", "FAST_LIMITS", "LABEL", "MARKET_END", "MARKET_START", "REAL_LIMITS",
-           "SYMBOLS", "Limit", "Market", "MarketVenue", "Sandbox", "SandboxConfig", "Trade", "VenueApp", "Verdict",
-           "bad_request", "int_param", "to_ns", "venue_apps"]
+__all__ = ["EVENT_AT", "EVENT_SECONDS", "LABEL", "MARKET_END", "MARKET_START", "NS", "Limit", "Market",
+           "MarketVenue", "Quote", "Sandbox", "SandboxConfig", "Trade", "VenueApp", "Verdict", "bad_request",
+           "int_param", "to_ns", "venue_apps"]

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
-from schemahub_core.sandbox.market import Quote
+from schemahub_core.sandbox.market import Market, Quote
 
 if TYPE_CHECKING:
-    from schemahub_core.sandbox.venue import VenueApp
+    from schemahub_core.sandbox.host import Clock
 
 Format = Callable[[str, Quote, bool], str]  # (native symbol, quote, first message of the subscription?) -> text
 
@@ -67,8 +67,8 @@ class Feed:
 
     interval = 0.05  # seconds between pushes of a subscribed market
 
-    def __init__(self, venue: VenueApp) -> None:
-        self.venue = venue
+    def __init__(self, name: str, market: Market, clock: Clock) -> None:
+        self.name, self.market, self.clock = name, market, clock
         self.divergences: list[Divergence] = []
         self.stats = FeedStats()
         self._refuse_until_ns = 0
@@ -78,7 +78,7 @@ class Feed:
     # -- what the venue shows ------------------------------------------------------------------------
     def quote(self, asset: str, t_ns: int) -> Quote:
         """The simulated best bid/ask at ``t_ns``, moved by any divergence active then (rounded to cents)."""
-        q = self.venue.market.quote(self.venue.name, asset, t_ns)
+        q = self.market.quote(self.name, asset, t_ns)
         bps = sum(d.bps for d in self.divergences if d.start_ns <= t_ns < d.end_ns and d.asset in (None, asset))
         if not bps:
             return q
@@ -88,7 +88,7 @@ class Feed:
     # -- controls (any thread) ------------------------------------------------------------------------
     def diverge(self, bps: float, ms: float, asset: str | None = None) -> Divergence:
         """Move this venue's quotes by ``bps`` for ``ms`` milliseconds from now (sandbox clock)."""
-        start = self.venue.sandbox.clock.now_ns()
+        start = self.clock.now_ns()
         divergence = Divergence(float(bps), start, start + int(ms * 1_000_000), asset)
         self.divergences.append(divergence)
         self._wake_all()
@@ -96,7 +96,7 @@ class Feed:
 
     def drop(self, refuse_ms: float = 0.0) -> int:
         """Close every open connection (code 1012, as a venue restarting); refuse new ones for ``refuse_ms``."""
-        self._refuse_until_ns = self.venue.sandbox.clock.now_ns() + int(refuse_ms * 1_000_000)
+        self._refuse_until_ns = self.clock.now_ns() + int(refuse_ms * 1_000_000)
         with self._lock:
             connections = list(self._connections)
         for conn in connections:
@@ -114,7 +114,7 @@ class Feed:
     # -- serving --------------------------------------------------------------------------------------
     async def accept(self, websocket: WebSocket) -> bool:
         """Accept the handshake, or refuse it (HTTP 403) while a drop's refusal window lasts."""
-        if self.venue.sandbox.clock.now_ns() < self._refuse_until_ns:
+        if self.clock.now_ns() < self._refuse_until_ns:
             self.stats.refused += 1
             await websocket.close(code=1013)
             return False
@@ -132,7 +132,7 @@ class Feed:
         with self._lock:
             self._connections.add(conn)
         self.stats.open += 1
-        clock = self.venue.sandbox.clock
+        clock = self.clock
         first = True
         try:
             while not conn.dropped:

@@ -8,9 +8,9 @@ instant and a query touches only the hours it reads. Only the per-hour trade
 counts (one draw each) are summed to give every trade a global, monotonic id.
 
 The market carries one scripted event, for the replay demo: a 12-second
-sell-off at 2024-02-08 15:12:04 UTC. Binance moves first, Coinbase sees the
-latent price 40-120 ms late, Kraken 150-350 ms late; spreads widen, trading
-intensifies and venues disagree by a few basis points while it lasts.
+sell-off at 2024-02-08 15:12:04 UTC. Each venue sees the latent price with the lag
+its plugin's profile declares (``Venue``), so the venue with no lag moves first; spreads widen,
+trading intensifies and venues disagree by a few basis points while it lasts.
 """
 
 from __future__ import annotations
@@ -64,11 +64,6 @@ class Venue:
     first_id: int  # id of the first simulated trade
 
 
-VENUES = {
-    "binance": Venue("binance", (0.0, 0.0), 0.00025, 0.3, {"BTC": 3.0, "ETH": 2.0}, 1_000_000, 2_900_000_000),
-    "coinbase": Venue("coinbase", (40.0, 120.0), 0.0, 0.6, {"BTC": 1.5, "ETH": 1.0}, 1_000, 600_000_000),
-    "kraken": Venue("kraken", (150.0, 350.0), -0.0001, 1.2, {"BTC": 0.6, "ETH": 0.4}, 100, 66_000_000),
-}
 EVENT_INTENSITY = 8.0  # trades per second multiplier during the event
 
 _WAVES = ((7 * 86_400, 0.02), (86_400, 0.008), (10_800, 0.004), (2_220, 0.002), (300, 0.0008), (47, 0.0003),
@@ -109,7 +104,7 @@ class Market:
         self._phases = {a: [rng.uniform(0, 2 * math.pi) for _ in _WAVES] for a in ASSETS}
         self._prefix: dict[tuple[str, str], list[int]] = {}
         self._hours = functools.lru_cache(maxsize=96)(self._generate_hour)
-        self.venues: dict[str, Venue] = dict(VENUES)
+        self.venues: dict[str, Venue] = {}  # venue plugins add theirs (``add_venue``)
 
     def add_venue(self, profile: Venue) -> None:
         """Let a plugin's simulated venue trade in this market (``VenueApp.market_profile``)."""
@@ -196,7 +191,7 @@ class Market:
         times = sorted(rng.randrange(slots) for _ in range(n - extra))
         times += [(EVENT_NS - start) // step + rng.randrange(int(EVENT_SECONDS * NS) // step) for _ in range(extra)]
         times.sort()
-        if step < 1_000_000:  # fine-grained venues never repeat a timestamp (Kraken pages on time)
+        if step < 1_000_000:  # fine-grained venues never repeat a timestamp (venues that page on time)
             for i in range(1, len(times)):
                 if times[i] <= times[i - 1]:
                     times[i] = times[i - 1] + 1

@@ -1,13 +1,11 @@
-"""The sandbox process: three simulated venues behind one HTTP server on 127.0.0.1.
+"""The sandbox process: every installed plugin's simulated venue behind one HTTP server on 127.0.0.1.
 
-Each venue lives under its own path prefix, so a connector points at it by its
-base URL alone (``SCHEMAHUB_BINANCE_BASE_URL=http://127.0.0.1:8765/binance``)::
+The core serves no venue of its own: venue plugins register theirs (hook ``register_sandbox_venues``). Each
+venue lives under its own path prefix, so a connector points at it by its base URL alone
+(``SCHEMAHUB_<VENUE>_BASE_URL=http://127.0.0.1:8765/<venue>``)::
 
-    /binance/api/v3/aggTrades ...      /coinbase/products/BTC-USD/trades ...
-    /kraken/0/public/Trades ...        /_sandbox/{stats,faults,config}  (control)
-
-The venues' WebSocket feeds sit next to the REST routes (``/binance/stream``, ``/coinbase/ws``,
-``/kraken/ws/v2``; ``ws_url(venue)``), with ``/_sandbox/live`` to script a divergence or drop a feed.
+    /<venue>/...                       the venue's REST routes and WebSocket feed (``ws_url(venue)``)
+    /_sandbox/{stats,faults,live}      control: counters, fault injection, scripted divergences and drops
 The sandbox clock starts at the end of the simulated days (2024-02-10 00:00 UTC)
 and runs forward in real time, so the market stays "live" while history is fixed.
 """
@@ -27,50 +25,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from schemahub_core.sandbox.binance import BinanceApp
-from schemahub_core.sandbox.coinbase import CoinbaseApp
 from schemahub_core.sandbox.faults import Fault, Faults
-from schemahub_core.sandbox.kraken import KrakenApp
+from schemahub_core.sandbox.host import Clock
 from schemahub_core.sandbox.limits import Limit
-from schemahub_core.sandbox.market import EVENT_AT, LABEL, MARKET_END, MARKET_START, Market, to_ns
+from schemahub_core.sandbox.market import EVENT_AT, LABEL, MARKET_END, MARKET_START, Market
 from schemahub_core.sandbox.venue import VenueApp
-
-# The venues' published public limits (late 2025): Binance 6000 weight/min, Coinbase 10 req/s with bursts
-# to 15, Kraken about 1 req/s.
-REAL_LIMITS = {"binance": Limit(6000, 60), "coinbase": Limit(10, 1, burst=15), "kraken": Limit(1, 1)}
-# Generous limits for tests that are not about rate limiting.
-FAST_LIMITS = {"binance": Limit(100_000, 1), "coinbase": Limit(1000, 1), "kraken": Limit(1000, 1)}
-
-VENUE_APPS: dict[str, type[VenueApp]] = {"binance": BinanceApp, "coinbase": CoinbaseApp, "kraken": KrakenApp}
-
-# What each venue serves, as the venue writes it -> canonical symbol.
-SYMBOLS = {
-    "binance": {"BTCUSDT": "BTC-USDT", "ETHUSDT": "ETH-USDT"},
-    "coinbase": {"BTC-USD": "BTC-USD", "ETH-USD": "ETH-USD"},
-    "kraken": {"XXBTZUSD": "BTC-USD", "XETHZUSD": "ETH-USD"},
-}
-
-
-_KRAKEN_ALIASES = {"XBTUSD": "XXBTZUSD", "ETHUSD": "XETHZUSD"}
 
 
 def venue_apps() -> dict[str, type[VenueApp]]:
-    """The built-in venues, then every ``VenueApp`` a plugin registers (hook ``register_sandbox_venues``)."""
+    """Every ``VenueApp`` the installed plugins register (hook ``register_sandbox_venues``)."""
     from schemahub_core.framework.registry import get_registry
 
-    return {**VENUE_APPS, **get_registry().sandbox_venues}
-
-
-class Clock:
-    """Simulated "now": ``start`` plus wall time elapsed since the sandbox started, times ``speed``."""
-
-    def __init__(self, start: datetime, speed: float = 1.0) -> None:
-        self.start_ns = to_ns(start)
-        self.speed = speed
-        self._t0 = time.monotonic()
-
-    def now_ns(self) -> int:
-        return self.start_ns + int((time.monotonic() - self._t0) * self.speed * 1e9)
+    return dict(get_registry().sandbox_venues)
 
 
 @dataclass
@@ -80,14 +46,14 @@ class SandboxConfig:
     seed: int = 20240208
     start: datetime = MARKET_END
     speed: float = 1.0
-    limits: dict[str, Limit] = field(default_factory=lambda: dict(REAL_LIMITS))
+    limits: dict[str, Limit] = field(default_factory=dict)  # per venue; others get their ``real_limit``
     fast_limits: bool = False  # a venue missing from ``limits`` gets its ``fast_limit`` instead of ``real_limit``
     venues: dict[str, type[VenueApp]] | None = None  # None: built-ins + plugins' (``venue_apps()``)
 
     @classmethod
     def fast(cls, venues: dict[str, type[VenueApp]] | None = None, **limits: Limit) -> SandboxConfig:
         """Limits high enough that tests not about rate limiting never wait."""
-        return cls(limits={**FAST_LIMITS, **limits}, fast_limits=True, venues=venues)
+        return cls(limits=dict(limits), fast_limits=True, venues=venues)
 
     def limit(self, app: type[VenueApp]) -> Limit:
         return self.limits.get(app.name) or (app.fast_limit if self.fast_limits else app.real_limit)
@@ -153,7 +119,7 @@ class Sandbox:
     def describe(self) -> dict[str, Any]:
         return {"simulated": True, "from": MARKET_START.isoformat(), "clock_start": self.config.start.isoformat(),
                 "event": EVENT_AT.isoformat(),
-                "symbols": {n: SYMBOLS.get(n) or v.symbols for n, v in self.venues.items()},
+                "symbols": {n: v.symbols for n, v in self.venues.items()},
                 "limits": {n: v.limit.spec() for n, v in self.venues.items()}}
 
     def inject(self, venue: str, kind: str, **options: Any) -> None:
@@ -164,14 +130,9 @@ class Sandbox:
 
     def expected_trade_ids(self, venue: str, native_symbol: str, since: datetime, until: datetime) -> list[int]:
         """Ids of the simulated trades with ``since <= time < until`` (the truth tests compare against)."""
-        canonical = SYMBOLS[venue].get(native_symbol) or SYMBOLS[venue][_KRAKEN_ALIASES.get(native_symbol, "")]
-        asset = canonical.split("-")[0]
-        lo, hi = to_ns(since), to_ns(until)
-        if venue == "binance":  # Binance times are whole milliseconds: compare as Binance does
-            lo, hi = -(-lo // 1_000_000) * 1_000_000, -(-hi // 1_000_000) * 1_000_000
-        first = self.market.index_at(venue, asset, lo)
-        last = self.market.index_at(venue, asset, hi)
-        return [t.id for t in self.market.trades_from(venue, asset, first, last - first, hi - 1)]
+        if venue not in self.venues:
+            raise ValueError(f"unknown venue {venue!r} (venues: {', '.join(self.venues)})")
+        return self.venues[venue].trade_ids(native_symbol, since, until)
 
     def stats(self) -> dict[str, Any]:
         return {name: venue.stats.as_dict() for name, venue in self.venues.items()}

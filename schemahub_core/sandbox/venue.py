@@ -1,8 +1,8 @@
 """What every simulated venue shares: the request gate (rate limit, faults, labels) around its handlers.
 
-A venue module (``binance.py``, ``coinbase.py``, ``kraken.py``) describes its
-endpoints, their weights and its error formats; ``VenueApp.route`` wraps each
-handler so that limits and injected faults behave the same way everywhere.
+A venue plugin's simulated venue (its ``sandbox.py``) describes its endpoints, their weights and its error
+formats; ``VenueApp.route`` wraps each handler so that limits and injected faults behave the same way
+everywhere.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,12 +20,10 @@ from starlette.routing import Route
 
 from schemahub_core.sandbox.faults import Fault
 from schemahub_core.sandbox.feeds import Feed
+from schemahub_core.sandbox.host import Host
 from schemahub_core.sandbox.limits import FixedWindowWeight, Limit, TokenBucket, Verdict
-from schemahub_core.sandbox.market import LABEL
+from schemahub_core.sandbox.market import LABEL, to_ns
 from schemahub_core.sandbox.market import Venue as MarketVenue
-
-if TYPE_CHECKING:
-    from schemahub_core.sandbox.server import Sandbox
 
 SANDBOX_HEADER = "X-SchemaHub-Sandbox"
 
@@ -56,14 +54,15 @@ class VenueApp:
     """
 
     name: str = ""
-    weighted = False  # True: fixed-window request weight (Binance); False: token bucket
+    weighted = False  # True: fixed-window request weight; False: token bucket
     ws_path = ""  # where the venue's WebSocket endpoint sits under its prefix (its ws_url, as base_url for REST)
     real_limit: ClassVar[Limit] = Limit(10, 1)  # used when the sandbox config names no limit for this venue
     fast_limit: ClassVar[Limit] = Limit(1000, 1)  # ... and this one under ``SandboxConfig.fast()``
     symbols: ClassVar[dict[str, str]] = {}  # native symbol -> canonical, shown by ``describe``
+    aliases: ClassVar[dict[str, str]] = {}  # other spellings clients may use -> the native symbol
     market_profile: ClassVar[MarketVenue | None] = None  # lag, basis, spread, rate, id origin in the shared market
 
-    def __init__(self, sandbox: Sandbox, limit: Limit) -> None:
+    def __init__(self, sandbox: Host, limit: Limit) -> None:
         self.sandbox = sandbox
         self.market = sandbox.market
         if self.market_profile is not None:
@@ -72,7 +71,8 @@ class VenueApp:
         self.limiter: FixedWindowWeight | TokenBucket = (
             FixedWindowWeight(limit) if self.weighted else TokenBucket(limit))
         self.stats = VenueStats()
-        self.feed = Feed(self)  # the WebSocket side: pushes, scripted divergences, drops
+        # the WebSocket side: pushes, scripted divergences, drops
+        self.feed = Feed(self.name, self.market, sandbox.clock)
 
     # -- venue specifics (overridden) -------------------------------------------------------------
     def routes(self) -> list[Route]:
@@ -98,6 +98,23 @@ class VenueApp:
         ``schemahub plugins test`` compares a connector's output with this truth (no gap, no extra).
         """
         return None
+
+    def trade_ids(self, native_symbol: str, since: datetime, until: datetime) -> list[int]:
+        """Ids of the simulated trades of ``native_symbol`` with ``since <= time < until``, in order.
+
+        Bounds are compared at the venue's timestamp resolution (``market_profile.time_step_ns``), as the venue
+        compares them.
+        """
+        profile = self.market_profile
+        native = self.aliases.get(native_symbol, native_symbol)
+        if profile is None or native not in self.symbols:
+            raise ValueError(f"{self.name} has no simulated trades for {native_symbol!r}")
+        asset = self.symbols[native].split("-")[0]
+        step = profile.time_step_ns
+        lo, hi = -(-to_ns(since) // step) * step, -(-to_ns(until) // step) * step
+        first = self.market.index_at(self.name, asset, lo)
+        last = self.market.index_at(self.name, asset, hi)
+        return [t.id for t in self.market.trades_from(self.name, asset, first, last - first, hi - 1)]
 
     def taker_sides(self, stream: str, symbol: str, since: datetime, until: datetime) -> dict[tuple, str] | None:
         """Record key -> the taker's side (``BUY``/``SELL``) of the trades in ``[since, until)``; None if unknown.

@@ -20,9 +20,10 @@ from schemahub_core.framework.config import ConfigError
               "micro-batches every second); `schemahub run unify quotes_unified` normalizes them.")
 @click.option("--duration", help="Stop after this long (60s, 5m); default: until Ctrl-C.")
 @click.option("--json", "as_json", is_flag=True, help="No table: stream discrepancy events as JSON lines.")
-@click.option("--venues", multiple=True, help="Only these venues (repeat or comma-separate), e.g. binance,kraken.")
+@click.option("--venues", multiple=True,
+              help="Only these venues (repeat or comma-separate), named as in 'schemahub plugins list'.")
 @click.option("--quote-aliases", default="USD,USDT,USDC", show_default=True,
-              help="Quote currencies treated as one, so BTC-USD also compares Binance's BTC-USDT. "
+              help="Quote currencies treated as one, so BTC-USD also compares a venue's BTC-USDT. "
               "Pass '' to compare the exact symbol only.")
 @click.option("--stale-after", default="5s", show_default=True,
               help="A connected venue with no quote for this long is stale (left out of the median).")

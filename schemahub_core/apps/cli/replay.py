@@ -11,7 +11,8 @@ from schemahub_core.apps.cli.context import Context, console, emit_json, fail, p
 @click.option("--at", "at", required=True, help="Window start, ISO 8601 UTC, e.g. 2024-02-08T15:12:04Z.")
 @click.option("--window", default="12s", show_default=True, help="Window length: 12s, 500ms, 2m ...")
 @click.option("--symbol", required=True, help="Canonical BASE-QUOTE symbol, e.g. BTC-USD (see --quote-aliases).")
-@click.option("--venues", multiple=True, help="Only these venues (repeat or comma-separate), e.g. BINANCE,COINBASE.")
+@click.option("--venues", multiple=True,
+              help="Only these venues (repeat or comma-separate), as the exchange column writes them (upper case).")
 @click.option("--as-of", "as_of", help="Time travel: a trades_unified snapshot id, or a timestamp resolved "
               "through the snapshot log (the table as a reader saw it then).")
 @click.option("--speed", default=0.2, show_default=True, type=click.FloatRange(min=0, min_open=True),

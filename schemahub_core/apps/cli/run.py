@@ -31,7 +31,7 @@ def _run_options(fn: Any) -> Any:
     fn = click.option("--until", help="End (exclusive): ISO-8601 or relative, e.g. 5m.")(fn)
     fn = click.option("--since", help="Start on a first run: ISO-8601 or relative, e.g. 15m, 2h, 1d.")(fn)
     return click.option("--symbols", help="Comma-separated canonical symbols, e.g. BTC-USD,ETH-USD; "
-                        "SOURCE:SYMBOL applies to one source only, e.g. binance:BTC-USDT,coinbase:BTC-USD "
+                        "SOURCE:SYMBOL applies to one source only, e.g. BTC-USD,<venue>:BTC-USDT "
                         "(default: each connector's own).")(fn)
 
 

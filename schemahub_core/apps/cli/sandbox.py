@@ -8,37 +8,38 @@ from schemahub_core.apps.cli.context import console, fail
 
 
 @click.command()
-@click.option("--port", default=8765, show_default=True, help="Port on 127.0.0.1 for all three venues.")
+@click.option("--port", default=8765, show_default=True, help="One port on 127.0.0.1 for every simulated venue.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--seed", default=20240208, show_default=True, help="Seed of the simulated market.")
 @click.option("--fast", is_flag=True, help="Generous rate limits instead of the venues' real ones.")
 @click.option("--rate-limit", "rate_limits", multiple=True, metavar="VENUE=LIMIT/SECONDS",
-              help="Override one venue's limit, e.g. kraken=10/1 (repeatable).")
+              help="Override one venue's limit, e.g. <venue>=10/1 (repeatable).")
 def sandbox(port: int, host: str, seed: int, fast: bool, rate_limits: tuple[str, ...]) -> None:
-    """Serve SIMULATED Binance, Coinbase and Kraken REST APIs (and plugins' venues) on one local port.
+    """Serve every installed venue plugin's SIMULATED REST API and WebSocket feed on one local port.
 
     \b
-    Each venue lives under its own path prefix; point connectors at it with:
-      SCHEMAHUB_BINANCE_BASE_URL=http://127.0.0.1:8765/binance
-      SCHEMAHUB_COINBASE_BASE_URL=http://127.0.0.1:8765/coinbase
-      SCHEMAHUB_KRAKEN_BASE_URL=http://127.0.0.1:8765/kraken
-    Rate limits are the real venues' by default (Kraken: 1 request/s); --fast or
-    --rate-limit relaxes them (then set SCHEMAHUB_<VENUE>_RATE_LIMIT to match).
-    Faults for testing: POST /_sandbox/faults {"venue": "binance", "kind": "429"}.
-    Plugins add their own simulated venues (hook register_sandbox_venues), served the same way.
+    Each venue lives under its own path prefix; point its connector at it with
+      SCHEMAHUB_<VENUE>_BASE_URL=http://127.0.0.1:8765/<venue>
+    (the startup lines print each one). Rate limits are the real venues' by default;
+    --fast or --rate-limit relaxes them (then set SCHEMAHUB_<VENUE>_RATE_LIMIT to match).
+    Faults for testing: POST /_sandbox/faults {"venue": "<venue>", "kind": "429"}.
+    Venue plugins bring their simulated venue (hook register_sandbox_venues): with none
+    installed the sandbox has nothing to serve.
     """
-    from schemahub_core.sandbox import FAST_LIMITS, REAL_LIMITS, Limit, Sandbox, SandboxConfig, venue_apps
+    from schemahub_core.sandbox import Limit, Sandbox, SandboxConfig, venue_apps
 
-    limits = dict(FAST_LIMITS if fast else REAL_LIMITS)
+    limits: dict[str, Limit] = {}
     for spec in rate_limits:
         venue, _, value = spec.partition("=")
         try:
             number, _, seconds = value.partition("/")
             limits[venue] = Limit(int(number), float(seconds.rstrip("s") or 1))
         except ValueError:
-            fail(f"--rate-limit {spec!r}: expected VENUE=LIMIT/SECONDS, e.g. kraken=10/1")
+            fail(f"--rate-limit {spec!r}: expected VENUE=LIMIT/SECONDS, e.g. {venue or 'myvenue'}=10/1")
         if venue not in venue_apps():
             fail(f"--rate-limit {spec!r}: unknown venue {venue!r} (venues: {', '.join(venue_apps())})")
+    if not venue_apps():
+        fail("no simulated venue is installed: venue plugins bring theirs (pip install schemahub-<venue>)")
     server = Sandbox(SandboxConfig(seed=seed, limits=limits, fast_limits=fast))
     server.port, server.host = port, host
     info = server.describe()

@@ -126,17 +126,14 @@ class OkxConnector(Connector):
                 lo = mid + 1
         return lo
 
-    def fetch(
+    def fetch_trades(
         self,
-        stream: str,
         symbol: str,
         cursor: Cursor,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Iterator[Page]:
         """Pages of trades in ascending ``tradeId`` order, ``since`` inclusive, ``until`` exclusive."""
-        if stream != "trades":
-            raise ConnectorError(f"okx: unknown stream {stream!r} (streams: {', '.join(self.streams)})")
         inst = self.native_symbol(symbol)
         since, until = _aware(since), _aware(until)
         ceiling = self._newest_id(inst, until)

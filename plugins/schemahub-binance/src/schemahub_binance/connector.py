@@ -122,20 +122,14 @@ class BinanceConnector(Connector):
     def close(self) -> None:
         self.session.close()
 
-    def fetch(
+    def fetch_trades(
         self,
-        stream: str,
         symbol: str,
         cursor: Cursor,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Iterator[Page]:
-        """Pages of ``stream`` (see the module docstring for the paging rules)."""
-        if stream == "quotes":
-            yield self._quote(symbol)
-            return
-        if stream != "trades":
-            raise ConnectorError(f"binance: unknown stream {stream!r} (streams: {', '.join(self.streams)})")
+        """Pages of aggregate trades (see the module docstring for the paging rules)."""
         native = self.native_symbol(symbol)
         params: dict[str, Any] = {"symbol": native, "limit": self.page_size}
         if cursor is not None:
@@ -163,6 +157,11 @@ class BinanceConnector(Connector):
             if done or len(rows) < self.page_size or last_id is None:
                 return
             params = {"symbol": native, "limit": self.page_size, "fromId": last_id + 1}
+
+    def fetch_quotes(self, symbol: str, cursor: Cursor, since: datetime | None = None,
+                     until: datetime | None = None) -> Iterator[Page]:
+        """One page: the current best bid/ask (REST has no quote history)."""
+        yield self._quote(symbol)
 
     def _quote(self, symbol: str) -> Page:
         native = self.native_symbol(symbol)

@@ -169,21 +169,15 @@ class CoinbaseConnector(Connector):
                 hi = found[0]
         return lo
 
-    def fetch(
+    def fetch_trades(
         self,
-        stream: str,
         symbol: str,
         cursor: Cursor,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Iterator[Page]:
-        """Pages of ``stream`` in ascending trade_id order (see the module docstring)."""
+        """Pages of trades in ascending trade_id order (see the module docstring)."""
         product = self.native_symbol(symbol)
-        if stream == "quotes":
-            yield self._quote(product)
-            return
-        if stream != "trades":
-            raise ConnectorError(f"coinbase: unknown stream {stream!r} (streams: {', '.join(self.streams)})")
         since, until = _aware(since), _aware(until)
         if cursor is None and since is not None:
             start = self._start_id(product, since)
@@ -211,6 +205,11 @@ class CoinbaseConnector(Connector):
             if done or len(rows) < self.page_size or last_id is None:
                 return
             rows = self._trades(product, before=last_id, limit=self.page_size)
+
+    def fetch_quotes(self, symbol: str, cursor: Cursor, since: datetime | None = None,
+                     until: datetime | None = None) -> Iterator[Page]:
+        """One page: the current best bid/ask (REST has no quote history)."""
+        yield self._quote(self.native_symbol(symbol))
 
     def _quote(self, product: str) -> Page:
         body, _ = self.session.get_json(f"{self.base_url}/products/{product}/ticker")

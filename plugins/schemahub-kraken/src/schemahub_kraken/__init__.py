@@ -18,3 +18,10 @@ def register_connectors(register):
 def register_mappings(register):
     for path in sorted(MAPPINGS.glob("*.yaml")):
         register(path)
+
+
+@hookimpl
+def register_sandbox_venues(register):
+    from .sandbox import KrakenApp  # imported only when a sandbox starts: the connector needs no server code
+
+    register(KrakenApp)

@@ -169,21 +169,15 @@ class KrakenConnector(Connector):
                                  f"got {keys}")
         return keys[0], result[keys[0]], result
 
-    def fetch(
+    def fetch_trades(
         self,
-        stream: str,
         symbol: str,
         cursor: Cursor,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Iterator[Page]:
-        """Pages of ``stream`` in time order (see the module docstring)."""
+        """Pages of trades in time order (see the module docstring)."""
         pair = self.native_symbol(symbol)
-        if stream == "quotes":
-            yield self._quote(pair)
-            return
-        if stream != "trades":
-            raise ConnectorError(f"kraken: unknown stream {stream!r} (streams: {', '.join(self.streams)})")
         position: int | None = int(cursor) if cursor is not None else (_ns(since) - 1 if since is not None else None)
         until_ns = _ns(until) if until is not None else None
         while True:
@@ -210,6 +204,11 @@ class KrakenConnector(Connector):
             if done or len(rows) < self.page_size or not advanced:
                 return
             position = int(page_cursor)
+
+    def fetch_quotes(self, symbol: str, cursor: Cursor, since: datetime | None = None,
+                     until: datetime | None = None) -> Iterator[Page]:
+        """One page: the current best bid/ask (REST has no quote history)."""
+        yield self._quote(self.native_symbol(symbol))
 
     def _quote(self, pair: str) -> Page:
         key, info, _ = self._result("/0/public/Ticker", {"pair": pair})

@@ -18,11 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from schemahub_core.sandbox.limits import Verdict
-from schemahub_core.sandbox.market import NS, VENUES, Quote, Trade
-from schemahub_core.sandbox.venue import VenueApp, bad_request, int_param
+from schemahub_core.sandbox import NS, Limit, MarketVenue, Quote, Trade, VenueApp, Verdict, bad_request, int_param
 
 PRODUCTS = {"BTC-USD": "BTC", "ETH-USD": "ETH"}
+# Coinbase sees the latent price 40-120 ms late; µs timestamps.
+PROFILE = MarketVenue("coinbase", (40.0, 120.0), 0.0, 0.6, {"BTC": 1.5, "ETH": 1.0}, 1_000, 600_000_000)
 NOT_FOUND = {"message": "NotFound"}
 
 
@@ -45,6 +45,10 @@ def _row(trade: Trade) -> dict:
 
 class CoinbaseApp(VenueApp):
     name = "coinbase"
+    real_limit = Limit(10, 1, burst=15)  # about 10 public requests/s per IP, bursts to 15
+    fast_limit = Limit(1000, 1)
+    symbols = {product: product for product in PRODUCTS}
+    market_profile = PROFILE
 
     def routes(self) -> list[Route]:
         return [
@@ -111,7 +115,7 @@ class CoinbaseApp(VenueApp):
         m = self.market
         now = self.sandbox.clock.now_ns()
         newest = m.index_at("coinbase", asset, now + 1)  # one past the newest trade so far
-        first_id = VENUES["coinbase"].first_id
+        first_id = PROFILE.first_id
         if before is not None:
             lo = max(0, before - first_id + 1)
             hi = min(newest, lo + limit)

@@ -15,11 +15,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from schemahub_core.sandbox.limits import Verdict
-from schemahub_core.sandbox.market import Quote, Trade
-from schemahub_core.sandbox.venue import VenueApp, bad_request, int_param
+from schemahub_core.sandbox import Limit, MarketVenue, Quote, Trade, VenueApp, Verdict, bad_request, int_param
 
 SYMBOLS = {"BTCUSDT": ("BTC", "USDT"), "ETHUSDT": ("ETH", "USDT")}
+# Binance leads the simulated market: no lag, a USDT premium, the tightest spread, ms timestamps.
+PROFILE = MarketVenue("binance", (0.0, 0.0), 0.00025, 0.3, {"BTC": 3.0, "ETH": 2.0}, 1_000_000, 2_900_000_000)
 WEIGHTS = {"aggTrades": 4, "bookTicker": 2, "exchangeInfo": 20, "ping": 1, "time": 1}
 MS = 1_000_000
 INVALID_SYMBOL = {"code": -1121, "msg": "Invalid symbol."}
@@ -41,6 +41,10 @@ def _row(trade: Trade) -> dict:
 class BinanceApp(VenueApp):
     name = "binance"
     weighted = True
+    real_limit = Limit(6000, 60)  # 6000 request weight per minute per IP (late 2025)
+    fast_limit = Limit(100_000, 1)
+    symbols = {native: f"{base}-{quote}" for native, (base, quote) in SYMBOLS.items()}
+    market_profile = PROFILE
 
     def routes(self) -> list[Route]:
         return [

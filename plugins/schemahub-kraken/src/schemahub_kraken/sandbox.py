@@ -18,11 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from schemahub_core.sandbox.limits import Verdict
-from schemahub_core.sandbox.market import NS, Quote, Trade
-from schemahub_core.sandbox.venue import VenueApp, int_param
+from schemahub_core.sandbox import NS, Limit, MarketVenue, Quote, Trade, VenueApp, Verdict, int_param
 
 PAIRS = {"XXBTZUSD": "BTC", "XETHZUSD": "ETH"}
+# Kraken sees the latent price 150-350 ms late; 100 ns timestamps (float seconds on the wire).
+PROFILE = MarketVenue("kraken", (150.0, 350.0), -0.0001, 1.2, {"BTC": 0.6, "ETH": 0.4}, 100, 66_000_000)
 ALIASES = {"XBTUSD": "XXBTZUSD", "BTCUSD": "XXBTZUSD", "XXBTZUSD": "XXBTZUSD", "XBT/USD": "XXBTZUSD",
            "ETHUSD": "XETHZUSD", "XETHZUSD": "XETHZUSD", "ETH/USD": "XETHZUSD"}
 SECONDS_BELOW = 10**12  # a `since` smaller than this is in seconds, larger in nanoseconds
@@ -50,6 +50,11 @@ def _error(*errors: str) -> Response:
 
 class KrakenApp(VenueApp):
     name = "kraken"
+    real_limit = Limit(1, 1)  # public calls: about 1 request/s sustained
+    fast_limit = Limit(1000, 1)
+    symbols = {"XXBTZUSD": "BTC-USD", "XETHZUSD": "ETH-USD"}
+    aliases = {"XBTUSD": "XXBTZUSD", "ETHUSD": "XETHZUSD"}  # what clients may ask for -> the result key
+    market_profile = PROFILE
 
     def routes(self) -> list[Route]:
         return [
