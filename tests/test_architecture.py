@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 import re
+import subprocess
+import sys
 import tokenize
 from pathlib import Path
 
@@ -130,3 +133,24 @@ def test_no_core_module_names_a_venue():
 def test_the_venue_check_sees_code_but_not_docs():
     source = '"""Binance docs."""\n# kraken comment\nx = "coinbase"\n'
     assert VENUES.findall(_code_without_docs(source)) == ["coinbase"]
+
+
+def _sandbox_venues(load_plugins: str) -> subprocess.CompletedProcess:
+    code = "from schemahub_core.sandbox import Sandbox; print(','.join(Sandbox().venues))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SCHEMAHUB_LOAD_PLUGINS": load_plugins})
+
+
+def test_the_sandbox_serves_exactly_the_installed_venue_plugins():
+    assert _sandbox_venues("binance").stdout.strip() == "binance"
+    assert set(_sandbox_venues("binance,coinbase,kraken").stdout.strip().split(",")) == {"binance", "coinbase",
+                                                                                         "kraken"}
+    assert _sandbox_venues("").stdout.strip() == ""  # the core alone serves no venue
+
+
+def test_the_sandbox_command_with_no_venue_plugin_says_so_in_one_line():
+    proc = subprocess.run([sys.executable, "-m", "schemahub_core", "sandbox", "--port", "0"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "SCHEMAHUB_LOAD_PLUGINS": ""})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: no simulated venue is installed: venue plugins bring theirs (pip install schemahub-<venue>)"]

@@ -69,9 +69,9 @@ def register_sandbox_venues(register: Callable[[type], None]) -> None:
 
     A simulated venue is a subclass of ``schemahub_core.sandbox.VenueApp`` that
     speaks the real venue's wire format on 127.0.0.1 under ``/<name>``, with its
-    rate limit and the sandbox's fault injection. It is served next to the
-    built-in venues, so tests, the demo and ``schemahub plugins test`` run the
-    plugin's connector offline, exactly like the built-in ones.
+    rate limit and the sandbox's fault injection. The core has no simulated venue
+    of its own: every venue plugin registers its own this way, so tests, the demo
+    and ``schemahub plugins test`` run each connector offline.
     """
 
 

@@ -4,7 +4,7 @@
 ``schemahub sandbox`` serves them in the foreground. See ``server.py`` for URLs.
 
 A plugin contributes a simulated venue by subclassing ``VenueApp`` (routes through ``VenueApp.route``, so
-rate limits, faults and stats behave as for the built-ins), optionally trading in the shared ``Market`` through
+rate limits, faults and stats behave as for every other venue), optionally trading in the shared ``Market`` through
 a ``MarketVenue`` profile, and registering it with the ``register_sandbox_venues`` hook (docs/plugins.md).
 """
 

@@ -48,7 +48,7 @@ class SandboxConfig:
     speed: float = 1.0
     limits: dict[str, Limit] = field(default_factory=dict)  # per venue; others get their ``real_limit``
     fast_limits: bool = False  # a venue missing from ``limits`` gets its ``fast_limit`` instead of ``real_limit``
-    venues: dict[str, type[VenueApp]] | None = None  # None: built-ins + plugins' (``venue_apps()``)
+    venues: dict[str, type[VenueApp]] | None = None  # None: every installed plugin's (``venue_apps()``)
 
     @classmethod
     def fast(cls, venues: dict[str, type[VenueApp]] | None = None, **limits: Limit) -> SandboxConfig:
