@@ -32,4 +32,5 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         raise AssertionError(f"schemahub {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
-pytest_plugins = ["storage_fixtures"]  # PostgreSQL and moto (S3 + Glue) servers for the storage tests
+# PostgreSQL and moto (S3 + Glue) servers for the storage tests; headless Chromium for the browser tests
+pytest_plugins = ["storage_fixtures", "browser_fixtures"]

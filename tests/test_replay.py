@@ -6,7 +6,6 @@ there are several snapshots to travel between); the ingest engine is not needed 
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import re
@@ -28,8 +27,8 @@ from schemahub_core.apps.replay import (
     play,
     render_frame,
     window_scan,
-    write_html,
 )
+from schemahub_core.apps.serve import write_replay_html
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.engine.tables import init_tables
 from schemahub_core.framework.config import load_settings
@@ -111,6 +110,7 @@ def test_estimator_recovers_injected_lag_within_10ms(lag: int) -> None:
         assert coinbase is not None and coinbase.reference == "BINANCE"
         assert abs(coinbase.lag_ms - lag) <= 10, (lag, seed, coinbase)
         assert coinbase.ci_low_ms <= coinbase.lag_ms <= coinbase.ci_high_ms
+        assert coinbase.reliable and "BINANCE leads COINBASE by ~" in " ".join(result.headlines())
         assert abs(result.lag_of("KRAKEN").lag_ms - 400) <= 25
 
 
@@ -122,6 +122,36 @@ def test_quiet_market_gives_low_confidence() -> None:
     result = lead_lag({"BINANCE": (t, 42_000 + rng.normal(0, 0.5, len(t))),
                        "COINBASE": (u, 42_000 + rng.normal(0, 0.5, len(u)))})
     assert result.lags[0].confidence < 0.5
+    assert not result.lags[0].reliable and "no reliable estimate" in result.headlines()[0]
+
+
+def test_a_venue_with_17_trades_gets_no_reliable_estimate() -> None:
+    """The issue's case: 17 trades gave "MYVENUE leads BINANCE by ~-1000 ms (..., confidence 0.92)"."""
+    series = simulate({"BINANCE": 0, "COINBASE": 60}, {"BINANCE": 60, "COINBASE": 25}, seed=11)
+    t, p, side = series["COINBASE"]
+    middle = np.arange(len(t) // 4, 3 * len(t) // 4)  # well inside the reference's span: all 17 are used
+    pick = np.sort(np.random.default_rng(1).choice(middle, 17, replace=False))
+    result = lead_lag({"BINANCE": series["BINANCE"], "MYVENUE": (t[pick], p[pick], side[pick])})
+    est = result.lag_of("MYVENUE")
+    assert est is not None and not est.reliable and "only 17 ticks" in est.note, est
+    (line,) = result.headlines()
+    assert line.startswith("MYVENUE vs BINANCE: no reliable estimate (only 17 ticks") and "leads" not in line
+    assert result.leader == "BINANCE"  # an unreliable offset cannot make a venue the leader
+
+
+def test_a_lag_beyond_the_search_range_is_not_reported() -> None:
+    """True lag 400 ms searched within ±150 ms: the minimum sits at the boundary."""
+    series = simulate({"BINANCE": 0, "COINBASE": 400}, {"BINANCE": 60, "COINBASE": 40}, seed=5)
+    est = lead_lag(series, max_lag_ms=150).lag_of("COINBASE")
+    assert est is not None and not est.reliable and "search boundary" in est.note, est
+
+
+def test_an_interval_spanning_zero_is_not_a_lead() -> None:
+    """Both venues see the same price at the same time: who leads is unknown, and must be said so."""
+    series = simulate({"BINANCE": 0, "COINBASE": 0}, {"BINANCE": 40, "COINBASE": 40}, seed=9, jitter_ms=0)
+    est = lead_lag(series).lag_of("COINBASE") or lead_lag(series).lag_of("BINANCE")
+    assert est is not None and est.ci_low_ms <= 0 <= est.ci_high_ms, est
+    assert not est.reliable and "spans zero" in est.note
 
 
 def test_window_scan_reads_only_that_days_files(catalog) -> None:
@@ -168,7 +198,8 @@ def test_as_of_earlier_snapshot_shows_fewer_trades(catalog) -> None:
 
     text = CliRunner().invoke(cli, ["replay", "--at", "2024-02-08T15:12:04Z", "--symbol", "BTC-USD",
                                     "--as-of", str(second)]).stdout  # no TTY: the printed report
-    assert f"snapshot {second}" in text and "timeline" in text and "leads" in text
+    assert f"snapshot {second}" in text and "timeline" in text
+    assert "no reliable estimate" in text and "leads" not in text  # flat prices: nothing to align
 
 
 def _expected(rows: list[tuple[str, int, float]], t: int) -> tuple[dict[str, float], float]:
@@ -200,7 +231,11 @@ def test_terminal_frames_show_the_data(catalog) -> None:
                             "ingest_ts": qt, "base_asset": ["BTC", "BTC"], "quote_asset": ["USDT", "USD"],
                             "native_symbol": ["BTCUSDT", "BTC-USD"]}, schema=QUOTES_UNIFIED.schema))
     replay = load_replay(catalog, "schemahub", ReplayRequest("BTC-USD", EVENT, timedelta(seconds=1)))
-    assert replay.spread_source == "quotes"
+    # BINANCE and COINBASE have quotes, KRAKEN only trades: its spread comes from its trades, labelled so
+    assert replay.spread_source == "quotes/trades"
+    assert [replay.spread_source_of(v) for v in replay.venues] == ["quotes", "quotes", "trades"]
+    kraken = replay.venues.index("KRAKEN")
+    assert replay.state_at(start + 700_000).spread_bps[kraken] == pytest.approx(65 / 42_037.5 * 1e4)
     peak = 0.0
     for offset_ms in (60, 250, 700):
         t = start + offset_ms * 1000
@@ -228,32 +263,32 @@ def test_terminal_frames_show_the_data(catalog) -> None:
 
 
 def test_html_is_offline_and_has_every_venue(catalog, tmp_path: Path) -> None:
+    """The saved Replay page: nothing loaded from elsewhere, and its embedded data is the window's trades.
+    (tests/test_serve.py plays it in Chromium from file://.)"""
     series = simulate({"COINBASE": 80, "KRAKEN": 300, "BINANCE": 0}, {"BINANCE": 50, "COINBASE": 20, "KRAKEN": 8},
                       seed=3)
     table = trades_table(catalog)
     for venue, (t, p, side) in series.items():
         table.append(trades(venue, t, p, ["BUY" if x > 0 else "SELL" for x in side]))
     replay = load_replay(catalog, "schemahub", ReplayRequest("BTC-USD", EVENT, timedelta(seconds=12)))
-    html = write_html(replay, tmp_path / "replay.html").read_text()
-    assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I)  # plotly.js is inline
+    html = write_replay_html(replay, tmp_path / "replay.html").read_text()
+    assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I)  # plotly.js and the page's script are inline
     assert not re.search(r"<link[^>]*href\s*=\s*[\"']?(https?:)?//", html, re.I)
     assert not re.search(r"@import\s+url\(\s*[\"']?(https?:)?//", html, re.I)
-    call = html[html.index("Plotly.newPlot(") + len("Plotly.newPlot("):]
-    call = call[call.index(",") + 1:].lstrip()  # skip the div id
-    data, end = json.JSONDecoder().raw_decode(call)
-    layout, _ = json.JSONDecoder().raw_decode(call[end:].lstrip(", \n"))
-    by_name = {trace["name"]: trace for trace in data}
+    assert "Plotly.newPlot" in html and 'id="slider"' in html and 'id="play"' in html
+    embedded = html[html.index('<script id="config" type="application/json">') + 44:]
+    config, _ = json.JSONDecoder().raw_decode(embedded)
+    assert config["mode"] == "static"
+    payload = config["payload"]
+    events = payload["events"]
     start = us(EVENT)
     for venue, (t, p, _) in series.items():
-        trace = by_name[f"{venue} {SYMBOLS[venue]}"]
-        y = trace["y"]
-        y = np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]) if isinstance(y, dict) else np.array(y)
-        in_window = p[t >= start]
-        assert np.allclose(y[-len(in_window):], in_window)
-        assert trace["line"]["shape"] == "hv"
-    assert "disagreement bps" in by_name and "disagreement band (max–min)" in by_name
-    notes = " ".join(a.get("text", "") for a in layout["annotations"])
-    assert "BINANCE leads COINBASE by ~" in notes
+        j = payload["venues"].index(venue)
+        shown = [price for ts, v, price in zip(events["t"], events["venue"], events["price"], strict=True)
+                 if v == j and ts >= start]
+        assert np.array_equal(shown, p[t >= start])
+    assert payload["markets"] == SYMBOLS
+    assert any("BINANCE leads COINBASE by ~" in line for line in payload["lead_lag"]["headlines"])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -19,7 +19,12 @@ buys print at the ask and sells at the bid, so a Roll-style regression of price 
 The confidence figure comes from a block bootstrap over consecutive follower trades: the share of resampled
 estimates within ``tolerance_ms`` of the point estimate, plus a 90 % interval. A flat objective (a quiet
 market, nothing to align) spreads the bootstrap out and the confidence drops, which is what a reader needs to
-know before believing "A leads B by N ms". Everything is vectorised with numpy: one interpolation over a
+know before believing "A leads B by N ms". An estimate is only *reliable* (reported as "A leads B by N ms")
+when it rests on at least ``MIN_RELIABLE_TICKS`` follower trades, its tip is not at the edge of the search
+(``|lag| < max_lag_ms - SMOOTH_MS``: a boundary minimum means the true lag may be outside it, or there is
+nothing to align), and its 90 % interval does not contain zero (then who leads is not known); otherwise the
+headline says "no reliable estimate" and why, and the leader is chosen among reliable estimates only.
+Everything is vectorised with numpy: one interpolation over a
 (trades x lags) matrix per block group, one matrix product for all bootstrap replicates.
 """
 
@@ -33,6 +38,7 @@ import numpy as np
 
 DEFAULT_MAX_LAG_MS = 1000
 MIN_TICKS = 10
+MIN_RELIABLE_TICKS = 50  # fewer follower trades than this: the bootstrap cannot be trusted either
 SMOOTH_MS = 11  # box filter over the lag axis: the tip of the V is flat when latency jitters
 _CELL_BUDGET = 8_000_000  # trades x lags evaluated at once, bounds memory (~64 MB per float matrix)
 
@@ -49,6 +55,7 @@ class LagEstimate:
     confidence: float = 0.0
     n_ticks: int = 0
     note: str = ""
+    reliable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,13 +77,14 @@ class LeadLag:
         lines = []
         for e in self.lags:
             if e.lag_ms is None:
-                lines.append(f"{e.venue}: no lag estimate vs {e.reference} ({e.note})")
-                continue
-            lines.append(
-                f"{e.reference} leads {e.venue} by ~{e.lag_ms:.0f} ms "
-                f"(90% CI {e.ci_low_ms:.0f}–{e.ci_high_ms:.0f} ms, confidence {e.confidence:.2f}, "
-                f"{e.n_ticks} ticks)"
-            )
+                lines.append(f"{e.venue} vs {e.reference or 'the others'}: no reliable estimate ({e.note})")
+            elif not e.reliable:
+                lines.append(f"{e.venue} vs {e.reference}: no reliable estimate ({e.note}; best shift "
+                             f"{e.lag_ms:+.0f} ms, 90% CI {e.ci_low_ms:.0f}–{e.ci_high_ms:.0f} ms, {e.n_ticks} ticks)")
+            else:
+                lines.append(f"{e.reference} leads {e.venue} by ~{e.lag_ms:.0f} ms "
+                             f"(90% CI {e.ci_low_ms:.0f}–{e.ci_high_ms:.0f} ms, confidence {e.confidence:.2f}, "
+                             f"{e.n_ticks} ticks)")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,7 +191,20 @@ def estimate_lag(
     draws = best(rng.multinomial(n_blocks, np.full(n_blocks, 1.0 / n_blocks), size=n_boot).astype(np.float64))
     low, high = np.percentile(draws, [5, 95])
     confidence = float(np.mean(np.abs(draws - lag) <= tolerance_ms))
-    return lag, float(low), float(high), confidence, n, ""
+    return lag, float(low), float(high), confidence, n, unreliable_because(lag, float(low), float(high), n,
+                                                                           max_lag_ms)
+
+
+def unreliable_because(lag_ms: float, ci_low_ms: float, ci_high_ms: float, n_ticks: int, max_lag_ms: int) -> str:
+    """Why an estimate must not be reported as a lead ("" when it can be): see the module docstring."""
+    reasons = []
+    if n_ticks < MIN_RELIABLE_TICKS:
+        reasons.append(f"only {n_ticks} ticks, fewer than {MIN_RELIABLE_TICKS}")
+    if abs(lag_ms) >= max_lag_ms - SMOOTH_MS:
+        reasons.append(f"at the ±{max_lag_ms} ms search boundary")
+    if ci_low_ms <= 0 <= ci_high_ms:
+        reasons.append("90% interval spans zero")
+    return "; ".join(reasons)
 
 
 def lead_lag(
@@ -213,12 +234,12 @@ def lead_lag(
             lag, lo, hi, conf, n, note = estimate_lag(
                 r[0], r[1], s[0], s[1], ref_side=r[2] if len(r) > 2 else None, side=s[2] if len(s) > 2 else None,
                 max_lag_ms=max_lag_ms, n_boot=n_boot, seed=seed)
-            out[venue] = LagEstimate(venue, ref, lag, lo, hi, conf, n, note)
+            out[venue] = LagEstimate(venue, ref, lag, lo, hi, conf, n, note, reliable=lag is not None and not note)
         return out
 
     reference = max(usable, key=lambda v: len(usable[v][0]))
     first = against(reference)
-    offsets = {reference: 0.0} | {v: e.lag_ms for v, e in first.items() if e.lag_ms is not None}
+    offsets = {reference: 0.0} | {v: e.lag_ms for v, e in first.items() if e.lag_ms is not None and e.reliable}
     leader = min(offsets, key=lambda v: offsets[v])
     estimates = first if leader == reference else against(leader)
     return LeadLag(leader, tuple(estimates[v] for v in series if v != leader), max_lag_ms)

@@ -216,20 +216,20 @@ def _num(value: float | None, fmt: str = "{:+.2f}") -> str:
     return "" if value is None else fmt.format(value)
 
 
-def render_board(board: Board, now: datetime | None = None, *, lander: Lander | None = None,
-                 events: int = 6, caption: str | None = None) -> RenderableType:
-    """The live table (one row per venue and compared symbol) and the latest discrepancy events.
+BOARD_COLUMNS = ("symbol", "venue", "market", "bid", "ask", "mid", "spread bps", "dev bps", "age ms", "status")
 
-    ``caption`` labels the data under the table (the sandbox's "SIMULATED market data").
+
+def board_view(board: Board, now: datetime | None = None, *, lander: Lander | None = None,
+               events: int = 6) -> dict[str, Any]:
+    """What the live table shows at ``now``, as data: the terminal table and the web page both draw this.
+
+    Each row has its formatted ``cells`` (``BOARD_COLUMNS``), its ``status`` and whether it is an ``alert``
+    (a discrepancy, drawn red) or ``stale`` (dimmed); ``events`` are the open discrepancies, then the most
+    recent closed ones, each with its one-line ``text``.
     """
     now = now or datetime.now(UTC)
-    table = Table(title=f"live best bid/ask; dev = mid vs cross-venue median, threshold {board.threshold_bps:g} bps",
-                  title_justify="left", caption=caption, caption_justify="left", caption_style="yellow")
-    for name in ("symbol", "venue", "market", "bid", "ask", "mid", "spread bps", "dev bps", "age ms", "status"):
-        text = name in ("symbol", "venue", "market", "status")
-        table.add_column(name, justify="left" if text else "right", no_wrap=True,
-                         min_width=9 if name in ("bid", "ask", "mid") else None)
-    for (group, _), row in board.rows.items():
+    rows = []
+    for (group, source), row in board.rows.items():
         q = row.quote
         stale = row.stale(now, board.stale_after)
         if not row.connected:
@@ -239,23 +239,52 @@ def render_board(board: Board, now: datetime | None = None, *, lander: Lander | 
         alert = row.deviation_bps is not None and abs(row.deviation_bps) > board.threshold_bps
         if alert:
             status = "DISCREPANCY"
-        style = "bold red" if alert else "dim" if stale else None
-        table.add_row(group, row.exchange or row.source.upper(), row.symbol,
+        age = row.age_ms(now)
+        rows.append({
+            "group": group, "source": source, "venue": row.exchange or source.upper(), "market": row.symbol,
+            "bid": q.bid_price if q else None, "ask": q.ask_price if q else None, "mid": q.mid if q else None,
+            "spread_bps": q.spread_bps if q else None, "deviation_bps": row.deviation_bps, "age_ms": age,
+            "status": status, "alert": alert, "stale": stale,
+            "cells": [group, row.exchange or source.upper(), row.symbol,
                       fmt_price(q.bid_price) if q else "", fmt_price(q.ask_price) if q else "",
                       fmt_price(q.mid) if q else "", _num(q.spread_bps if q else None, "{:.2f}"),
-                      _num(row.deviation_bps), _num(row.age_ms(now), "{:.0f}"), status, style=style)
-    parts: list[RenderableType] = [table]
+                      _num(row.deviation_bps), _num(age, "{:.0f}"), status],
+        })
     recent = sorted(board.open.values(), key=lambda e: e.start) + list(board.closed)[-events:][::-1]
+    listed = []
     for e in recent[:events]:
         when = e.start.strftime("%H:%M:%S.%f")[:-3]
         if e.end is None:
-            parts.append(Text(f"  ! {e.exchange} {e.symbol} {e.peak_bps:+.2f} bps peak, since {when}",
-                              style="bold red"))
+            text = f"! {e.exchange} {e.symbol} {e.peak_bps:+.2f} bps peak, since {when}"
         else:
-            parts.append(Text(f"  - {e.exchange} {e.symbol} {e.peak_bps:+.2f} bps peak, {e.duration_ms:.0f} ms "
-                              f"from {when} ({e.reason})"))
-    if lander is not None:
-        parts.append(Text(lander.summary(), style="cyan"))
+            text = (f"- {e.exchange} {e.symbol} {e.peak_bps:+.2f} bps peak, {e.duration_ms:.0f} ms from {when} "
+                    f"({e.reason})")
+        listed.append({**e.as_dict("open" if e.end is None else "end"), "text": text})
+    return {"title": f"live best bid/ask; dev = mid vs cross-venue median, threshold {board.threshold_bps:g} bps",
+            "threshold_bps": board.threshold_bps, "now": now.isoformat(), "columns": list(BOARD_COLUMNS),
+            "rows": rows, "events": listed, "landing": lander.summary() if lander is not None else None}
+
+
+def render_board(board: Board, now: datetime | None = None, *, lander: Lander | None = None,
+                 events: int = 6, caption: str | None = None) -> RenderableType:
+    """The live table (one row per venue and compared symbol) and the latest discrepancy events.
+
+    ``caption`` labels the data under the table (the sandbox's "SIMULATED market data").
+    """
+    view = board_view(board, now, lander=lander, events=events)
+    table = Table(title=view["title"], title_justify="left", caption=caption, caption_justify="left",
+                  caption_style="yellow")
+    for name in BOARD_COLUMNS:
+        text = name in ("symbol", "venue", "market", "status")
+        table.add_column(name, justify="left" if text else "right", no_wrap=True,
+                         min_width=9 if name in ("bid", "ask", "mid") else None)
+    for row in view["rows"]:
+        table.add_row(*row["cells"], style="bold red" if row["alert"] else "dim" if row["stale"] else None)
+    parts: list[RenderableType] = [table]
+    for e in view["events"]:
+        parts.append(Text("  " + e["text"], style="bold red" if e["end"] is None else ""))
+    if view["landing"] is not None:
+        parts.append(Text(view["landing"], style="cyan"))
     return Group(*parts)
 
 

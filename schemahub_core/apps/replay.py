@@ -9,8 +9,8 @@ Three layers, each usable on its own:
   venue's last price, the cross-venue disagreement and the spread, so the state at any instant is one binary
   search. That is what makes a 30 fps animation, a text frame in a test and the HTML chart agree exactly.
 * **rendering** -- ``render_frame`` (one rich renderable for an instant), ``play`` (rich Live animation with a
-  time slider), ``render_report`` (the non-interactive summary printed when there is no TTY) and
-  ``write_html`` (one self-contained plotly file, plotly.js inline, that opens offline).
+  time slider) and ``render_report`` (the non-interactive summary printed when there is no TTY). The browser
+  page (``apps/serve.py``, also written by ``replay --html``) shows ``frames()``, the same precomputed state.
 
 Venues quote the same asset against different dollars (Binance BTC-USDT, Coinbase BTC-USD); a replay across
 venues is only useful if they are compared, so a symbol matches its quote-currency aliases (USD/USDT/USDC by
@@ -24,7 +24,6 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -371,20 +370,66 @@ class Replay:
             out[ok] = (np.nanmax(p, axis=1) - np.nanmin(p, axis=1)) / np.nanmedian(p, axis=1) * 1e4
         return out
 
-    def _prepare_quotes(self) -> dict[int, tuple[np.ndarray, np.ndarray]] | None:
+    def _prepare_quotes(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per venue with quotes in the window: (quote_ts, bid, ask, spread bps), sorted by time."""
         if self.quotes is None:
-            return None
+            return {}
         q = self.quotes.sort_by("quote_ts")
         t = q["quote_ts"].cast(pa.int64()).to_numpy()
         bid = pc.fill_null(q["bid_price"], np.nan).to_numpy()
         ask = pc.fill_null(q["ask_price"], np.nan).to_numpy()
         spread = (ask - bid) / ((ask + bid) / 2) * 1e4
         venue = np.array(q["exchange"].to_pylist())
-        return {j: (t[venue == v], spread[venue == v]) for j, v in enumerate(self.venues)}
+        return {j: (t[venue == v], bid[venue == v], ask[venue == v], spread[venue == v])
+                for j, v in enumerate(self.venues) if np.any(venue == v)}
+
+    def spread_source_of(self, venue: str) -> str:
+        """``quotes`` when the venue has best bid/ask in the window, else ``trades`` (last buy vs last sell)."""
+        return "quotes" if self.venues.index(venue) in self._quotes_prepared else "trades"
 
     @property
     def spread_source(self) -> str:
-        return "quotes" if self._quotes_prepared else "trades"
+        """``quotes``, ``trades``, or ``quotes/trades`` when only some venues have quotes."""
+        sources = {self.spread_source_of(v) for v in self.venues}
+        return "quotes/trades" if len(sources) > 1 else sources.pop() if sources else "trades"
+
+    def quote_arrays(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Venue ``j``'s (quote_ts, bid, ask, spread bps), or None when it has no quotes."""
+        return self._quotes_prepared.get(j)
+
+    def quote_at(self, j: int, t_us: int) -> tuple[float, float, float]:
+        """Venue ``j``'s (bid, ask, spread bps) of its last quote at or before ``t_us`` (NaN if none)."""
+        q = self._quotes_prepared.get(j)
+        i = int(np.searchsorted(q[0], t_us, side="right")) - 1 if q is not None else -1
+        return (float(q[1][i]), float(q[2][i]), float(q[3][i])) if q is not None and i >= 0 else (np.nan,) * 3
+
+    def frames(self) -> dict[str, np.ndarray]:
+        """The precomputed state per trade event from the window's start state on (event ``max(k0, 0)``):
+        what ``state_at`` returns at any instant whose last event is that row, as columns (the web page's
+        payload). ``last``/``deviation_bps``/``trade_spread_bps``/``last_trade_us``/``trades_so_far`` are
+        (events x venues)."""
+        base = max(self.k0, 0)
+        last = self.last[base:]
+        n, nv = last.shape
+        with np.errstate(all="ignore"):
+            finite = np.isfinite(last).any(axis=1)
+            median = np.full(n, np.nan)
+            if finite.any():
+                median[finite] = np.nanmedian(last[finite], axis=1)
+            deviation = (last - median[:, None]) / median[:, None] * 1e4
+        last_trade = np.full((n, nv), np.nan)
+        for j, pos in enumerate(self.positions):
+            c = self.count[base:, j]
+            if len(pos):
+                last_trade[:, j] = np.where(c > 0, self.t[pos[np.maximum(c - 1, 0)]], np.nan)
+        peak = np.where(np.isfinite(self.peak_run), self.peak_run, np.nan) if len(self.peak_run) else np.zeros(0)
+        at = self.peak_idx[np.searchsorted(self.peak_idx, np.arange(base, base + n), side="right") - 1] if n else []
+        peak_at = np.where(np.isfinite(peak), np.maximum(self.t[at], self.start_us), np.nan) if n else np.zeros(0)
+        return {"t": self.t[base:], "venue": self.venue_idx[base:], "price": self.price[base:],
+                "side": self.side[base:], "qty": self.qty[base:], "last": last, "deviation_bps": deviation,
+                "trade_spread_bps": self.trade_spread[base:], "last_trade_us": last_trade,
+                "trades_so_far": np.maximum(self.count[base:] - self.count_at_start, 0),
+                "disagreement_bps": self.disagreement[base:], "peak_bps": peak, "peak_at_us": peak_at}
 
     @property
     def lead_lag(self) -> LeadLag:
@@ -412,13 +457,9 @@ class Replay:
         with np.errstate(all="ignore"):
             median = np.nanmedian(prices) if np.isfinite(prices).any() else np.nan
             deviation = (prices - median) / median * 1e4
-        if self._quotes_prepared:
-            spread = np.full(nv, np.nan)
-            for j, (qt, qs) in self._quotes_prepared.items():
-                i = int(np.searchsorted(qt, t_us, side="right")) - 1
-                spread[j] = qs[i] if i >= 0 else np.nan
-        else:
-            spread = self.trade_spread[k] if k >= 0 else np.full(nv, np.nan)
+        spread = self.trade_spread[k].copy() if k >= 0 else np.full(nv, np.nan)
+        for j in self._quotes_prepared:  # a venue with quotes: its quoted spread, else the spread from trades
+            spread[j] = self.quote_at(j, t_us)[2]
         counts = (self.count[k] if k >= 0 else np.zeros(nv, dtype=np.int64)) - self.count_at_start
         ages = np.full(nv, np.nan)
         if k >= 0:
@@ -450,8 +491,8 @@ class Replay:
         for j, v in enumerate(self.venues):
             sel = w & (self.venue_idx == j)
             p = self.price[sel]
-            if self._quotes_prepared:
-                qt, qs = self._quotes_prepared[j]
+            if j in self._quotes_prepared:
+                qt, _, _, qs = self._quotes_prepared[j]
                 sp = qs[qt >= self.start_us]
             else:
                 sp = self.trade_spread[w, j]
@@ -461,7 +502,7 @@ class Replay:
                 "first": float(p[0]) if len(p) else None, "last": float(p[-1]) if len(p) else None,
                 "low": float(p.min()) if len(p) else None, "high": float(p.max()) if len(p) else None,
                 "range_bps": float((p.max() - p.min()) / p[0] * 1e4) if len(p) else None,
-                "max_spread_bps": float(sp.max()) if len(sp) else None,
+                "max_spread_bps": float(sp.max()) if len(sp) else None, "spread_source": self.spread_source_of(v),
             })
         end_state = self.state_at(self.end_us - 1)
         d = self.disagreement[max(self.k0, 0):]
@@ -598,55 +639,3 @@ def play(replay: Replay, console: Console, speed: float = 0.2, fps: int = 30) ->
             if t >= replay.start_us + span:
                 break
             time.sleep(1 / fps)
-
-
-def write_html(replay: Replay, path: str | Path) -> Path:
-    """One self-contained interactive chart (plotly.js inline, no network): per-venue price steps, the
-    cross-venue range band, the disagreement in bps, and the lead–lag annotation."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    keep = replay.t >= replay.start_us
-    base = max(replay.k0, 0)
-    t_rows = np.concatenate([[replay.start_us], replay.t[keep]]) if replay.k0 >= 0 else replay.t[keep]
-    rows = np.concatenate([[base], np.flatnonzero(keep)]) if replay.k0 >= 0 else np.flatnonzero(keep)
-    x_all = t_rows.astype("datetime64[us]")
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.05,
-                        subplot_titles=(f"{replay.request.symbol.upper()} last trade price by venue",
-                                        "cross-venue disagreement (bps)"))
-    with np.errstate(all="ignore"):
-        band_lo, band_hi = np.nanmin(replay.last[rows], axis=1), np.nanmax(replay.last[rows], axis=1)
-    fig.add_trace(go.Scatter(x=x_all, y=band_hi, mode="lines", line={"width": 0, "shape": "hv"}, hoverinfo="skip",
-                             showlegend=False, name="range high"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=x_all, y=band_lo, mode="lines", line={"width": 0, "shape": "hv"}, fill="tonexty",
-                             fillcolor="rgba(255,165,0,0.18)", name="disagreement band (max–min)"), row=1, col=1)
-    for j, v in enumerate(replay.venues):
-        sel = (replay.venue_idx == j) & keep
-        t_v, p_v = replay.t[sel], replay.price[sel]
-        if replay.k0 >= 0 and np.isfinite(replay.last[base, j]):  # carry the lead-in price to the start
-            t_v, p_v = np.concatenate([[replay.start_us], t_v]), np.concatenate([[replay.last[base, j]], p_v])
-        fig.add_trace(go.Scatter(x=t_v.astype("datetime64[us]"), y=p_v, mode="lines+markers",
-                                 line={"shape": "hv", "width": 1.6}, marker={"size": 3},
-                                 name=f"{v} {replay.markets[v]}"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=x_all, y=replay.disagreement[rows], mode="lines", line={"shape": "hv"},
-                             fill="tozeroy", name="disagreement bps"), row=2, col=1)
-    end = replay.state_at(replay.end_us - 1)
-    if end.peak_at_us is not None:
-        fig.add_annotation(x=np.datetime64(end.peak_at_us, "us"), y=end.peak_bps, row=2, col=1,
-                           text=f"peak {end.peak_bps:.2f} bps", showarrow=True, arrowhead=2)
-    lag_text = "<br>".join(replay.lead_lag.headlines()) or "one venue only: no lead–lag"
-    snap = f"snapshot {replay.snapshot_id}" + (f" (as of {replay.request.as_of})" if replay.request.as_of else "")
-    fig.add_annotation(xref="paper", yref="paper", x=0.01, y=0.99, xanchor="left", yanchor="top", align="left",
-                       text=f"<b>lead–lag</b><br>{lag_text}", showarrow=False, bgcolor="rgba(255,255,255,0.85)",
-                       bordercolor="#888", borderwidth=1)
-    fig.update_layout(title=f"SchemaHub replay · {replay.request.symbol.upper()} · {_iso(replay.start_us)} → "
-                            f"{_iso(replay.end_us)} · {snap}",
-                      template="plotly_white", hovermode="x unified", height=760,
-                      legend={"orientation": "h", "y": -0.08})
-    fig.update_xaxes(tickformat="%H:%M:%S.%L")
-    fig.update_xaxes(title_text="UTC", row=2, col=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True, include_mathjax=False,
-                   config={"displaylogo": False})
-    return path

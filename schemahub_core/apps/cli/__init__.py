@@ -16,6 +16,7 @@ from schemahub_core.apps.cli.plugins import plugins_group
 from schemahub_core.apps.cli.replay import replay
 from schemahub_core.apps.cli.run import run_group
 from schemahub_core.apps.cli.sandbox import sandbox
+from schemahub_core.apps.cli.serve import serve
 from schemahub_core.apps.cli.status import status
 from schemahub_core.framework import plugins
 from schemahub_core.framework.config import ConfigError
@@ -52,6 +53,7 @@ cli.add_command(run_group)
 cli.add_command(status)
 cli.add_command(maintain)
 cli.add_command(sandbox)
+cli.add_command(serve)
 
 
 def _load_plugin_commands() -> None:

@@ -17,8 +17,8 @@ from schemahub_core.apps.cli.context import Context, console, emit_json, fail, p
               "through the snapshot log (the table as a reader saw it then).")
 @click.option("--speed", default=0.2, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Playback rate, market time per wall time (0.1 = ten times slower than real time).")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write a self-contained "
-              "interactive chart (plotly.js inline, opens offline) to this file.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write the Replay page of "
+              "`schemahub serve` as one self-contained file (data and plotly.js inline: slider and Play, offline).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (venues, disagreement, lead–lag) as JSON.")
 @click.option("--quote-aliases", default="USD,USDT,USDC", show_default=True,
               help="Quote currencies treated as one for cross-venue comparison, so --symbol BTC-USD also "
@@ -49,7 +49,7 @@ def replay(ctx: Context, at: str, window: str, symbol: str, venues: tuple[str, .
         play,
         render_report,
     )
-    from schemahub_core.apps.replay import write_html as write_replay_html
+    from schemahub_core.apps.serve import write_replay_html
 
     try:
         request = ReplayRequest(
@@ -71,4 +71,4 @@ def replay(ctx: Context, at: str, window: str, symbol: str, venues: tuple[str, .
             pass
     console.print(render_report(result, include_frame=not animated))
     if written:
-        console.print(f"wrote interactive chart to [bold]{written}[/] (self-contained, opens offline)", highlight=False)
+        console.print(f"wrote the Replay page to [bold]{written}[/] (self-contained, opens offline)", highlight=False)
