@@ -35,4 +35,5 @@ html="$SCHEMAHUB_HOME/replay-2024-02-08T151204Z.html"
 echo; echo "== schemahub replay: the 12-second volatility event, tick by tick (SIMULATED) =="
 $bin/schemahub replay --at 2024-02-08T15:12:04Z --window 12s --symbol BTC-USD --speed 0.5 --html "$html"
 echo
-echo "Interactive chart (opens offline): $(cd "$(dirname "$html")" && pwd)/$(basename "$html")"
+echo "Replay page (slider and Play; opens offline): $(cd "$(dirname "$html")" && pwd)/$(basename "$html")"
+echo "In a browser, with Live quotes too: SCHEMAHUB_HOME=$SCHEMAHUB_HOME .venv/bin/schemahub serve --sandbox --at 2024-02-08T15:12:04Z"

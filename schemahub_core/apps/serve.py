@@ -82,7 +82,7 @@ def replay_payload(replay: Replay) -> dict[str, Any]:
         "venues": list(replay.venues), "markets": replay.markets,
         "tape_rows": TAPE_ROWS,
         "window": {"at": summary["window"]["start"], "window": _duration_text(replay.request.window),
-                   "as_of": replay.request.as_of},
+                   "as_of": replay.request.as_of, "venues": ",".join(replay.request.venues)},
         "snapshot": summary["snapshot"], "files_scanned": replay.files_scanned, "trades": summary["trades"],
         "summary": summary,
         "events": {"t": frames["t"].tolist(), "venue": frames["venue"].tolist(), "price": frames["price"].tolist(),

@@ -106,13 +106,22 @@
     queueCursor();
   }
 
+  // The cursor is a plain div over the chart, moved with plotly's own axis mapping: redrawing a plotly shape
+  // on every animation frame would keep the page busy.
   function queueCursor() {
-    if (cursorQueued || typeof Plotly === "undefined") return;
+    if (cursorQueued) return;
     cursorQueued = true;
     requestAnimationFrame(() => {
       cursorQueued = false;
-      const x = t / 1000;
-      Plotly.relayout("chart", { "shapes[0].x0": x, "shapes[0].x1": x });
+      const gd = $("chart"), line = $("cursor");
+      const xa = gd._fullLayout && gd._fullLayout.xaxis;
+      if (!xa || !line) return;
+      const size = gd._fullLayout._size;
+      const x = xa._offset + xa.l2p(t / 1000);
+      line.hidden = x < xa._offset || x > xa._offset + xa._length;
+      line.style.left = `${x}px`;
+      line.style.top = `${size.t}px`;
+      line.style.height = `${size.h}px`;
     });
   }
 
@@ -153,18 +162,23 @@
     }
     const layout = {
       margin: { l: 70, r: 16, t: 14, b: 40 }, template: "plotly_white", hovermode: "x unified", showlegend: true,
-      legend: { orientation: "h", y: -0.08, x: 0, font: { size: 11 } },
-      xaxis: { type: "date", anchor: "y3", tickformat: "%H:%M:%S.%L", range: [ms(R.start_us), ms(R.end_us)],
-        title: { text: "UTC" } },
+      legend: { orientation: "h", y: -0.07, x: 0, font: { size: 11 } },
+      xaxis: { type: "date", anchor: "y3", tickformat: "%H:%M:%S.%L UTC", range: [ms(R.start_us), ms(R.end_us)] },
       yaxis: { domain: [0.46, 1], title: { text: "last trade price" }, tickformat: ",.2f" },
       yaxis2: { domain: [0.25, 0.42], title: { text: "spread bps" }, rangemode: "tozero" },
       yaxis3: { domain: [0, 0.21], title: { text: "disagr. bps" }, rangemode: "tozero" },
-      shapes: [{ type: "line", xref: "x", yref: "paper", x0: ms(t), x1: ms(t), y0: 0, y1: 1,
-        line: { color: "#1f6feb", width: 1.5 } }],
       annotations,
     };
     if (typeof Plotly === "undefined") { $("chart").textContent = "chart unavailable (plotly.js did not load)"; return; }
-    Plotly.newPlot("chart", traces, layout, { displaylogo: false, responsive: true });
+    Plotly.newPlot("chart", traces, layout, { displaylogo: false, responsive: true }).then(() => {
+      const stale = $("cursor");
+      if (stale) stale.remove();
+      const line = document.createElement("div");
+      line.id = "cursor";
+      $("chart").append(line);
+      $("chart").on("plotly_relayout", queueCursor); // zoom, pan, resize
+      queueCursor();
+    });
   }
 
   function drawSide() {
@@ -250,6 +264,7 @@
   $("prev").addEventListener("click", () => step(-1));
   $("next").addEventListener("click", () => step(1));
   $("slider").addEventListener("input", () => { setPlaying(false); t = R.start_us + Number($("slider").value); show(); });
+  window.addEventListener("resize", () => { if (R) queueCursor(); });
   document.addEventListener("keydown", (ev) => {
     if (!R || ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT") return;
     if (ev.key === " ") { ev.preventDefault(); setPlaying(!playing); }
@@ -261,7 +276,7 @@
   if (cfg.mode === "static") {
     const w = cfg.payload.window;
     $("symbol").value = cfg.payload.symbol; $("at").value = w.at; $("window").value = w.window;
-    $("venues").value = cfg.payload.venues.join(",");
+    $("venues").value = w.venues;
     const opt = document.createElement("option");
     opt.value = cfg.payload.snapshot.id; opt.textContent = String(cfg.payload.snapshot.id);
     $("as_of").replaceChildren(opt);
