@@ -26,6 +26,7 @@ BENCHMARKS = {
     "replay_latency": "benchmarks.replay_latency",
     "peer_dlt": "benchmarks.peer_dlt",
     "commit_history": "benchmarks.commit_history",
+    "partitions": "benchmarks.partitions",
 }
 RESULTS = Path(__file__).parent / "results"
 

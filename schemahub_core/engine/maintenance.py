@@ -121,13 +121,18 @@ def needed_snapshots(table: Table, consumed: Iterable[int] = ()) -> set[int]:
 
 
 def _partition_groups(table: Table, small_file_bytes: int) -> list[list[Any]]:
-    """Scan tasks of small files, grouped by partition; only groups worth rewriting (2+ files)."""
+    """Scan tasks worth rewriting, grouped by partition: 2+ small files, or files written under an older spec.
+
+    A rewrite writes with the table's current spec, so after partition evolution (``partitions suggest --apply``)
+    compaction also moves old files into the new layout.
+    """
     groups: dict[tuple[int, Any], list[Any]] = defaultdict(list)
+    current = table.spec().spec_id
     for task in table.scan().plan_files():
-        if task.delete_files or task.file.file_size_in_bytes >= small_file_bytes:
+        if task.delete_files or (task.file.file_size_in_bytes >= small_file_bytes and task.file.spec_id == current):
             continue
         groups[(task.file.spec_id, task.file.partition)].append(task)
-    return [tasks for tasks in groups.values() if len(tasks) > 1]
+    return [tasks for (spec_id, _), tasks in groups.items() if len(tasks) > 1 or spec_id != current]
 
 
 def _rewrite(table: Table, groups: list[list[Any]], commit_uuid: uuid.UUID) -> tuple[list[Any], list[Any]]:

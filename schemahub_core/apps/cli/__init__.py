@@ -12,6 +12,7 @@ from schemahub_core.apps.cli.init import init
 from schemahub_core.apps.cli.live import live
 from schemahub_core.apps.cli.maintain import maintain
 from schemahub_core.apps.cli.mappings import mappings
+from schemahub_core.apps.cli.partitions import partitions_group
 from schemahub_core.apps.cli.plugins import plugins_group
 from schemahub_core.apps.cli.replay import replay
 from schemahub_core.apps.cli.run import run_group
@@ -54,6 +55,7 @@ cli.add_command(status)
 cli.add_command(maintain)
 cli.add_command(sandbox)
 cli.add_command(serve)
+cli.add_command(partitions_group)
 
 
 def _load_plugin_commands() -> None:
