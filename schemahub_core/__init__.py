@@ -5,7 +5,16 @@ Plugin authors import everything they need from here::
     from schemahub_core import hookimpl, Connector, Stream, Column, CursorKind, Page
 """
 
-from schemahub_core.framework.connector import Column, Connector, ConnectorError, Cursor, CursorKind, Page, Stream
+from schemahub_core.framework.connector import (
+    Column,
+    Connector,
+    ConnectorError,
+    Cursor,
+    CursorKind,
+    IdContinuity,
+    Page,
+    Stream,
+)
 from schemahub_core.framework.hookspecs import hookimpl
 from schemahub_core.framework.http import RateLimit, RetryableError, VenuePolicy, VenueSession, venue_session
 from schemahub_core.framework.livefeed import LiveFeed, LiveQuote
@@ -17,6 +26,7 @@ __all__ = [
     "ConnectorError",
     "Cursor",
     "CursorKind",
+    "IdContinuity",
     "LiveFeed",
     "LiveQuote",
     "Page",

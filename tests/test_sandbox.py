@@ -112,6 +112,39 @@ def test_fault_endpoint_queues_and_reports(sandbox):  # noqa: F811
     assert requests.get(sandbox.base_url("coinbase") + "/products/BTC-USD/ticker").status_code == 200
 
 
+def test_drop_ids_leaves_a_silent_hole_in_full_pages_until_cleared(sandbox):  # noqa: F811
+    """Every venue pages past the dropped ids (full pages, no error), only for the named symbol."""
+    ids = sandbox.expected_trade_ids("binance", "BTCUSDT", EVENT_AT, EVENT_AT + timedelta(minutes=5))
+    lo, hi = ids[10], ids[14]
+    sandbox.inject("binance", "drop_ids", ids=[[lo, hi]], symbol="BTC-USDT")
+    url = sandbox.base_url("binance") + "/api/v3/aggTrades"
+    page = requests.get(url, params={"symbol": "BTCUSDT", "fromId": ids[0], "limit": 30}).json()
+    assert [r["a"] for r in page] == ids[:10] + ids[15:35]
+    other = requests.get(url, params={"symbol": "ETHUSDT", "fromId": ids[0], "limit": 30}).json()
+    assert len(other) == 30 and [r["a"] for r in other] == list(range(ids[0], ids[0] + 30))
+    assert sandbox.faults.pending()[0]["kind"] == "drop_ids"  # it stands: not used up by requests
+
+    cb = sandbox.expected_trade_ids("coinbase", "BTC-USD", EVENT_AT, EVENT_AT + timedelta(minutes=5))
+    sandbox.inject("coinbase", "drop_ids", ids=[[cb[5], cb[6]]])
+    trades = sandbox.base_url("coinbase") + "/products/BTC-USD/trades"
+    newer = requests.get(trades, params={"before": cb[0], "limit": 10}).json()
+    assert sorted(r["trade_id"] for r in newer) == cb[1:5] + cb[7:13]
+    older = requests.get(trades, params={"after": cb[12], "limit": 10}).json()
+    assert sorted(r["trade_id"] for r in older) == cb[0:5] + cb[7:12]
+
+    kr = sandbox.expected_trade_ids("kraken", "XXBTZUSD", EVENT_AT, EVENT_AT + timedelta(minutes=5))
+    sandbox.inject("kraken", "drop_ids", ids=[[kr[1], kr[2]]], symbol="XXBTZUSD")
+    body = requests.get(sandbox.base_url("kraken") + "/0/public/Trades",
+                        params={"pair": "XBTUSD", "since": to_ns(EVENT_AT) - 1, "count": 5}).json()
+    assert [r[6] for r in body["result"]["XXBTZUSD"]] == [kr[0], *kr[3:7]]
+
+    assert requests.post(f"http://127.0.0.1:{sandbox.port}/_sandbox/faults",
+                         json={"venue": "binance", "kind": "drop_ids", "ids": [[5, 1]]}).status_code == 400
+    requests.delete(f"http://127.0.0.1:{sandbox.port}/_sandbox/faults")
+    page = requests.get(url, params={"symbol": "BTCUSDT", "fromId": ids[0], "limit": 30}).json()
+    assert [r["a"] for r in page] == ids[:30]
+
+
 def test_custom_limits_are_enforced_in_the_venue_format():
     server = Sandbox(SandboxConfig.fast(kraken=Limit(2, 10))).start()
     try:

@@ -33,6 +33,19 @@ class CursorKind(enum.StrEnum):
     TIME = "time"
 
 
+class IdContinuity(enum.StrEnum):
+    """How a stream's record ids behave: what ``schemahub audit`` can prove about completeness.
+
+    ``contiguous``: consecutive integers per symbol, so a missing integer is a missing record (Binance
+    aggregate ids, Coinbase ``trade_id``); ``monotonic``: ids grow with time but may legitimately skip, so
+    only time holes are checked; ``none``: nothing to rely on but time (the default).
+    """
+
+    CONTIGUOUS = "contiguous"
+    MONOTONIC = "monotonic"
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class Column:
     """One raw column: its native name, its Arrow type, and the cast from JSON.
@@ -56,6 +69,17 @@ class Stream:
     key: tuple[str, ...]
     cursor_kind: CursorKind
     event_time: str  # raw column used for day partitioning and time ranges
+    ids: IdContinuity = IdContinuity.NONE  # how the id (the key's last column) behaves per symbol
+
+    @property
+    def symbol_column(self) -> str:
+        """The key column naming the symbol (the key's first column)."""
+        return self.key[0]
+
+    @property
+    def id_column(self) -> str | None:
+        """The key column holding the record id (the key's last), None for a one-column key."""
+        return self.key[-1] if len(self.key) > 1 else None
 
     def schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, c.type) for c in self.columns])

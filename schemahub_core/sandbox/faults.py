@@ -3,20 +3,26 @@
 Tests (and curious people) queue faults through ``Sandbox.inject`` or
 ``POST /_sandbox/faults``; each fault applies to the next ``count`` requests of
 its venue whose path contains ``path`` and is then used up.
+
+``drop_ids`` is different: it stands until cleared. While it does, the venue serves its pages as if the
+trades with those ids (inclusive ``[lo, hi]`` ranges, per ``symbol`` or every symbol) had never happened,
+filling each page past them as a real venue with a hole would, so a client sees a silent gap.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
-KINDS = ("429", "5xx", "timeout", "malformed_body", "malformed_row", "rate_limit_body", "418")
+KINDS = ("429", "5xx", "timeout", "malformed_body", "malformed_row", "rate_limit_body", "418", "drop_ids")
 
 
 @dataclass
 class Fault:
     """``kind``: 429 (with ``retry_after``), 5xx (``status``), timeout (answer after ``delay`` s),
-    malformed_body (truncated JSON), malformed_row (one corrupt row), rate_limit_body (Kraken's 200 body)."""
+    malformed_body (truncated JSON), malformed_row (one corrupt row), rate_limit_body (Kraken's 200 body),
+    drop_ids (leave out the trades whose ids fall in ``ids``, ``[[lo, hi], ...]`` inclusive, of ``symbol``, native
+    or canonical, or of every symbol when empty; stands until the faults are cleared)."""
 
     venue: str
     kind: str
@@ -25,10 +31,18 @@ class Fault:
     status: int = 503
     delay: float = 2.0
     path: str = ""
+    ids: list[tuple[int, int]] = field(default_factory=list)
+    symbol: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r} (kinds: {', '.join(KINDS)})")
+        try:
+            self.ids = [(int(lo), int(hi)) for lo, hi in self.ids]
+        except (TypeError, ValueError):
+            raise ValueError(f"ids must be [lo, hi] pairs of integers, got {self.ids!r}") from None
+        if self.kind == "drop_ids" and (not self.ids or any(lo > hi for lo, hi in self.ids)):
+            raise ValueError("drop_ids needs ids: one or more [lo, hi] ranges with lo <= hi")
 
 
 class Faults:
@@ -49,13 +63,19 @@ class Faults:
         """The fault for this request, if one is queued (and count it down)."""
         with self._lock:
             for fault in self._queue:
-                if fault.venue == venue and fault.path in path:
+                if fault.kind != "drop_ids" and fault.venue == venue and fault.path in path:
                     fault.count -= 1
                     if fault.count <= 0:
                         self._queue.remove(fault)
                     self.fired.append({**asdict(fault), "at_path": path})
                     return fault
         return None
+
+    def dropped(self, venue: str, symbols: set[str]) -> list[tuple[int, int]]:
+        """The id ranges ``venue`` must leave out for a symbol spelled any of ``symbols`` (standing faults)."""
+        with self._lock:
+            return [r for f in self._queue if f.kind == "drop_ids" and f.venue == venue
+                    and (not f.symbol or f.symbol in symbols) for r in f.ids]
 
     def pending(self) -> list[dict]:
         with self._lock:

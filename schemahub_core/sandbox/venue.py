@@ -22,7 +22,7 @@ from schemahub_core.sandbox.faults import Fault
 from schemahub_core.sandbox.feeds import Feed
 from schemahub_core.sandbox.host import Host
 from schemahub_core.sandbox.limits import FixedWindowWeight, Limit, TokenBucket, Verdict
-from schemahub_core.sandbox.market import LABEL, to_ns
+from schemahub_core.sandbox.market import LABEL, Trade, to_ns
 from schemahub_core.sandbox.market import Venue as MarketVenue
 
 SANDBOX_HEADER = "X-SchemaHub-Sandbox"
@@ -122,6 +122,38 @@ class VenueApp:
         ``schemahub plugins test`` checks the mapping's ``side`` against it: the classic maker/taker inversion.
         """
         return None
+
+    # -- dropped ids (fault ``drop_ids``): every venue serves its trades through these -------------------
+    def served(self, native_symbol: str, trades: list[Trade]) -> list[Trade]:
+        """``trades`` without those a standing ``drop_ids`` fault leaves out for ``native_symbol``."""
+        ranges = self.sandbox.faults.dropped(self.name, {native_symbol, self.symbols.get(native_symbol, native_symbol)})
+        if not ranges:
+            return trades
+        return [t for t in trades if not any(lo <= t.id <= hi for lo, hi in ranges)]
+
+    def trades_forward(self, native_symbol: str, asset: str, index: int, limit: int, until_ns: int) -> list[Trade]:
+        """Up to ``limit`` served trades from series position ``index`` on (none after ``until_ns``), oldest first.
+
+        Dropped trades are skipped and the page is filled past them, as a venue with a hole fills its pages.
+        """
+        out: list[Trade] = []
+        while len(out) < limit:
+            batch = self.market.trades_from(self.name, asset, index, limit - len(out), until_ns)
+            if not batch:
+                break
+            out += self.served(native_symbol, batch)
+            index = batch[-1].index + 1
+        return out
+
+    def trades_backward(self, native_symbol: str, asset: str, end: int, limit: int, until_ns: int) -> list[Trade]:
+        """Up to ``limit`` served trades before series position ``end`` (none after ``until_ns``), oldest first."""
+        out: list[Trade] = []
+        while len(out) < limit and end > 0:
+            start = max(0, end - (limit - len(out)))
+            out = self.served(native_symbol, self.market.trades_from(self.name, asset, start, end - start,
+                                                                     until_ns)) + out
+            end = start
+        return out
 
     # -- the gate ---------------------------------------------------------------------------------
     def route(self, path: str, handler: Handler, weight: int = 1) -> Route:

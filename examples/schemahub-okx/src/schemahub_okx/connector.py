@@ -31,6 +31,7 @@ from schemahub_core import (
     ConnectorError,
     Cursor,
     CursorKind,
+    IdContinuity,
     Page,
     RateLimit,
     RetryableError,
@@ -58,6 +59,7 @@ TRADES = Stream(
     key=("instId", "tradeId"),
     cursor_kind=CursorKind.ID,
     event_time="ts",
+    ids=IdContinuity.MONOTONIC,  # grows with time per instrument; gaps are not promised
 )
 
 

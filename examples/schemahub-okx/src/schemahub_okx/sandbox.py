@@ -82,8 +82,11 @@ class OkxApp(VenueApp):
         if after is not None:
             hi = min(hi, max(0, after - PROFILE.first_id) if kind == "1" else m.index_at(self.name, asset, after * MS))
         lo = 0 if before is None else max(0, before - PROFILE.first_id + 1)
-        start = max(lo, hi - limit)
-        trades = m.trades_from(self.name, asset, start, hi - start, now) if hi > start else []
+        if before is None:  # the newest `limit` served trades below the ceiling
+            trades = self.trades_backward(inst, asset, hi, limit, now)
+        else:  # an id window: what is served of it
+            start = max(lo, hi - limit)
+            trades = self.served(inst, m.trades_from(self.name, asset, start, hi - start, now)) if hi > start else []
         rows = [_row(inst, t) for t in reversed(trades)]
         if corrupt and rows:
             rows[-1]["ts"] = "not-a-time"

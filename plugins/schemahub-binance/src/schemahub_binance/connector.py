@@ -24,6 +24,7 @@ from schemahub_core import (
     ConnectorError,
     Cursor,
     CursorKind,
+    IdContinuity,
     LiveFeed,
     LiveQuote,
     Page,
@@ -56,6 +57,7 @@ TRADES = Stream(
     key=("symbol", "a"),
     cursor_kind=CursorKind.ID,
     event_time="T",
+    ids=IdContinuity.CONTIGUOUS,  # aggregate ids are consecutive per symbol
 )
 
 QUOTES = Stream(

@@ -125,13 +125,12 @@ class BinanceApp(VenueApp):
         now = self.sandbox.clock.now_ns()
         until = now if end is None else min(now, end * MS + MS - 1)
         m = self.market
-        if from_id is not None:
-            index = m.index_of_id("binance", from_id)
-        elif start is not None:
-            index = m.index_at("binance", asset, start * MS)
+        if from_id is not None or start is not None:
+            index = m.index_of_id("binance", from_id) if from_id is not None else m.index_at("binance", asset,
+                                                                                              start * MS)
+            trades = self.trades_forward(symbol, asset, index, limit, until)
         else:  # the most recent trades (before endTime when given)
-            index = m.index_at("binance", asset, until + 1) - limit
-        trades = m.trades_from("binance", asset, index, limit, until)
+            trades = self.trades_backward(symbol, asset, m.index_at("binance", asset, until + 1), limit, until)
         rows = [_row(t) for t in trades]
         if corrupt and rows:
             rows[0]["p"] = "not-a-price"  # the oldest row, inside any requested range

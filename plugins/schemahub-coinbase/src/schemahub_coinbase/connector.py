@@ -28,6 +28,7 @@ from schemahub_core import (
     ConnectorError,
     Cursor,
     CursorKind,
+    IdContinuity,
     LiveFeed,
     LiveQuote,
     Page,
@@ -55,6 +56,7 @@ TRADES = Stream(
     key=("product_id", "trade_id"),
     cursor_kind=CursorKind.ID,
     event_time="time",
+    ids=IdContinuity.CONTIGUOUS,  # trade_id is consecutive per product
 )
 
 QUOTES = Stream(

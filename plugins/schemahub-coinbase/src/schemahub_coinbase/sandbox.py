@@ -116,13 +116,12 @@ class CoinbaseApp(VenueApp):
         now = self.sandbox.clock.now_ns()
         newest = m.index_at("coinbase", asset, now + 1)  # one past the newest trade so far
         first_id = PROFILE.first_id
-        if before is not None:
-            lo = max(0, before - first_id + 1)
-            hi = min(newest, lo + limit)
+        product = request.path_params["product_id"]
+        if before is not None:  # the adjacent newer page
+            trades = self.trades_forward(product, asset, max(0, before - first_id + 1), limit, now)
         else:
             hi = newest if after is None else min(newest, max(0, after - first_id))
-            lo = max(0, hi - limit)
-        trades = m.trades_from("coinbase", asset, lo, max(0, hi - lo), now) if hi > lo else []
+            trades = self.trades_backward(product, asset, hi, limit, now)
         rows = [_row(t) for t in reversed(trades)]
         if corrupt and rows:
             rows[-1]["time"] = "yesterday at noon"  # the oldest row

@@ -30,6 +30,7 @@ from schemahub_core import (
     ConnectorError,
     Cursor,
     CursorKind,
+    IdContinuity,
     LiveFeed,
     LiveQuote,
     Page,
@@ -65,6 +66,7 @@ TRADES = Stream(
     key=("pair", "trade_id"),
     cursor_kind=CursorKind.TIME_NS,
     event_time="time",
+    ids=IdContinuity.CONTIGUOUS,  # consecutive per pair (docs/venues.md); pre-2022 rows have none
 )
 
 QUOTES = Stream(

@@ -126,7 +126,7 @@ class KrakenApp(VenueApp):
         else:
             since_ns = since * NS if since < SECONDS_BELOW else since
             index = m.index_at("kraken", asset, since_ns + 1)
-        trades = m.trades_from("kraken", asset, index, count, now)
+        trades = self.trades_forward(pair, asset, index, count, now)
         rows = [_row(t) for t in trades]
         if corrupt and rows:
             rows[0][0] = "NaN-ish"  # the oldest row
