@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -9,7 +10,15 @@ import pytest
 from conftest import ROOT, run_cli
 
 from schemahub_core.engine.raw import cast_records
-from schemahub_core.framework.mapping import MappingError, check_mapping, collect_mappings, load_mapping, parse_mapping
+from schemahub_core.framework.mapping import (
+    MappingError,
+    check_mapping,
+    collect_mappings,
+    left_null,
+    load_mapping,
+    parse_mapping,
+    resolve,
+)
 from schemahub_core.framework.registry import get_registry
 
 BINANCE = ROOT / "plugins/schemahub-binance/src/schemahub_binance/mappings/trades_unified.yaml"
@@ -57,9 +66,13 @@ def test_unknown_top_level_key_and_missing_columns(tmp_path: Path) -> None:
         load_mapping(path)
     assert info.value.key == "extras" and info.value.line == _line_of(path, "extras: 1")
 
-    path = _broken(tmp_path, "  base_asset: {name: base_asset, from: symbol}\n", "")
-    with pytest.raises(MappingError, match="does not produce trades_unified column.*base_asset"):
+    path = _broken(tmp_path, "  T: trade_ts\n", "")
+    with pytest.raises(MappingError, match="does not produce trades_unified column.*trade_ts, which may not be null"):
         check_mapping(load_mapping(path), get_registry())
+
+    path = _broken(tmp_path, "  base_asset: {name: base_asset, from: symbol}\n", "")  # nullable: stays null
+    check_mapping(load_mapping(path), get_registry())
+    assert left_null(load_mapping(path), get_registry()) == ["base_asset"]
 
 
 def test_invalid_yaml_reports_its_line(tmp_path: Path) -> None:
@@ -114,3 +127,55 @@ def test_parse_mapping_from_text() -> None:
         mappings: {tradeId: trade_id}
     """))
     assert mapping.raw_table == "raw_okx_trades" and mapping.columns == {"tradeId": ("trade_id",)}
+
+
+def test_source_by_raw_table_name_resolves_to_the_same_stream(tmp_path: Path) -> None:
+    registry = get_registry()
+    by_raw = _broken(tmp_path, "source: binance.trades", "source: raw_binance_trades")
+    check_mapping(load_mapping(by_raw), registry)
+    plugin = resolve(load_mapping(BINANCE), registry)
+    assert resolve(load_mapping(by_raw), registry) == dataclasses.replace(plugin, path=str(by_raw))
+    mdir = tmp_path / "config"
+    mdir.mkdir()
+    by_raw.rename(mdir / "binance.yaml")
+    found = [m for m in collect_mappings(registry, mdir) if m.connector == "binance" and m.target_table ==
+             "trades_unified"]
+    assert [(m.source, m.path) for m in found] == [("binance.trades", str(mdir / "binance.yaml"))]  # replaces
+
+
+def test_unknown_stream_errors_list_the_streams_that_exist(tmp_path: Path) -> None:
+    for written in ("raw_binance_candles", "binance.candles"):
+        path = _broken(tmp_path, "source: binance.trades", f"source: {written}")
+        with pytest.raises(MappingError) as info:
+            check_mapping(load_mapping(path), get_registry())
+        assert info.value.key == "source" and info.value.line == _line_of(path, written)
+        assert "binance.trades (raw_binance_trades)" in str(info.value)
+        assert "kraken.trades (raw_kraken_trades)" in str(info.value)
+
+
+def test_a_transform_may_be_keyed_by_the_raw_column_it_casts() -> None:
+    registry = get_registry()
+    text = BINANCE.read_text().replace("  trade_id: to_string\n", "  a: to_string\n  q: to_double\n")
+    mapping = parse_mapping(text)
+    check_mapping(mapping, registry)
+    assert resolve(mapping, registry).transforms == resolve(parse_mapping(BINANCE.read_text().replace(
+        "  trade_id: to_string\n", "  trade_id: to_string\n  quantity: to_double\n")), registry).transforms
+
+
+def test_pattern_errors_print_with_their_brackets(tmp_path: Path) -> None:
+    mdir = tmp_path / "config" / "mappings"
+    mdir.mkdir(parents=True)
+    _broken(mdir, "source: binance.trades", "source: Binance.Trades")
+    proc = run_cli("mappings", "validate", cwd=tmp_path, check=False, env={"COLUMNS": "400"})
+    assert proc.returncode == 1
+    line = next(line for line in proc.stderr.splitlines() if line.startswith("fail"))
+    assert line.startswith("fail config/mappings/broken.yaml:2: source: 'Binance.Trades' does not match ")
+    assert "'^([a-z][a-z0-9_]*\\\\.[a-z][a-z0-9_]*|raw_[a-z][a-z0-9_]*_[a-z][a-z0-9_]*)$'" in line
+
+
+def test_values_from_files_print_literally_in_tables(tmp_path: Path) -> None:
+    records = tmp_path / "records.json"
+    records.write_text('[{"symbol": "BTCUSDT", "a": 1, "p": "[bold]1[/bold]", "q": "1", "f": 1, "l": 1, '
+                       '"T": 1707405124123, "m": true, "M": true}]')
+    proc = run_cli("mappings", "dry-run", "raw_binance_trades", str(records), cwd=tmp_path, env={"COLUMNS": "400"})
+    assert "quarantined record 0:" in proc.stdout and "'[bold]1[/bold]'" in proc.stdout

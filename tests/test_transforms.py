@@ -116,3 +116,32 @@ def test_map_values_and_assets() -> None:
     assert t.base_asset(pair).to_pylist() == ["BTC", "ETH"]
     assert t.quote_asset(pair).to_pylist() == ["USD", "USDT"]
     assert t.upper(pa.array(["buy"])).to_pylist() == ["BUY"] and t.to_string(pa.array([12])).to_pylist() == ["12"]
+
+
+# Idempotence: raw tables already carry the minimal casts, and the seed's mappings name them again
+# (`trade_ts: from_ms` on a raw `time` that is already a timestamp, `price: to_double` on a double).
+US = st.integers(min_value=-(10**15), max_value=4 * 10**15)
+TIME_CASTS = ("from_ms", "from_us", "from_ns", "from_s", "iso8601")
+
+
+@given(st.lists(st.one_of(US, st.none()), min_size=1, max_size=50), st.sampled_from(TIME_CASTS))
+def test_time_casts_leave_a_timestamp_column_unchanged(us: list[int | None], name: str) -> None:
+    column = pa.array(us, pa.timestamp("us", tz="UTC"))
+    assert t.BUILTIN_TRANSFORMS[name](column).equals(column)
+    naive_ms = pa.array([None if v is None else v // 1000 for v in us], pa.timestamp("ms"))  # other unit, no zone
+    assert t.BUILTIN_TRANSFORMS[name](naive_ms).equals(naive_ms.cast(pa.timestamp("us")).cast(t.TS_US))
+
+
+@given(st.lists(st.one_of(MS, st.none()), min_size=1, max_size=50), st.sampled_from(TIME_CASTS))
+def test_a_time_cast_applied_twice_equals_applied_once(ms: list[int | None], name: str) -> None:
+    once = t.from_ms(pa.array(ms, pa.int64()))
+    assert t.BUILTIN_TRANSFORMS[name](once).equals(once)
+
+
+@given(st.lists(st.one_of(st.floats(allow_nan=False), st.none()), min_size=1, max_size=50))
+def test_to_double_on_a_double_and_to_string_on_text_are_no_ops(values: list[float | None]) -> None:
+    doubles = pa.array(values, pa.float64())
+    assert t.to_double(doubles).equals(doubles)
+    text = pa.array([None if v is None else repr(v) for v in values], pa.string())
+    assert t.to_double(t.to_double(text)).equals(doubles)
+    assert t.to_string(text).equals(text)

@@ -279,7 +279,7 @@ def render_board(board: Board, now: datetime | None = None, *, lander: Lander | 
         table.add_column(name, justify="left" if text else "right", no_wrap=True,
                          min_width=9 if name in ("bid", "ask", "mid") else None)
     for row in view["rows"]:
-        table.add_row(*row["cells"], style="bold red" if row["alert"] else "dim" if row["stale"] else None)
+        table.add_row(*map(Text, row["cells"]), style="bold red" if row["alert"] else "dim" if row["stale"] else None)
     parts: list[RenderableType] = [table]
     for e in view["events"]:
         parts.append(Text("  " + e["text"], style="bold red" if e["end"] is None else ""))

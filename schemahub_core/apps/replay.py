@@ -38,6 +38,7 @@ from pyiceberg.table.snapshots import Snapshot
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -574,8 +575,9 @@ def render_frame(replay: Replay, t_us: int) -> RenderableType:
         dev = s.deviation_bps[j]
         style = "red" if np.isfinite(dev) and abs(dev) >= 10 else "yellow" if np.isfinite(dev) and abs(dev) >= 3 else ""
         age = s.last_trade_age_ms[j]
-        venues.add_row(Text(v, style="bold green" if j == newest else ""), replay.markets[v], fmt_price(s.prices[j]),
-                       Text(_bps(dev, signed=True), style=style), _bps(s.spread_bps[j]), str(s.trades_so_far[j]),
+        venues.add_row(Text(v, style="bold green" if j == newest else ""), Text(replay.markets[v]),
+                       fmt_price(s.prices[j]), Text(_bps(dev, signed=True), style=style), _bps(s.spread_bps[j]),
+                       str(s.trades_so_far[j]),
                        f"{age:,.0f} ms ago" if np.isfinite(age) else "—")
     dis = Text("disagreement ", style="bold")
     dis.append(f"{_bps(s.disagreement_bps)} bps", style="bold yellow")
@@ -587,7 +589,7 @@ def render_frame(replay: Replay, t_us: int) -> RenderableType:
     for col in ("time", "venue", "side", "price", "qty"):
         tape.add_column(col, justify="right" if col in ("price", "qty") else "left")
     for ts, venue, side, price, qty in reversed(s.tape):
-        tape.add_row(_clock(ts), venue, Text(side, style="green" if side == "BUY" else "red"), fmt_price(price),
+        tape.add_row(_clock(ts), Text(venue), Text(side, style="green" if side == "BUY" else "red"), fmt_price(price),
                      f"{qty:g}")
     return Group(header, _slider(replay, t_us), Text(), venues, Text(), dis, _lag_lines(replay), Text(), tape)
 
@@ -598,12 +600,12 @@ def render_report(replay: Replay, steps: int = 12, *, include_frame: bool = True
     After an animation the final frame is already on screen, hence ``include_frame``.
     """
     summary = replay.summary()
-    timeline = RichTable(title=f"{replay.request.symbol.upper()} timeline "
-                               f"({', '.join(f'{v} {s}' for v, s in replay.markets.items())})",
+    timeline = RichTable(title=escape(f"{replay.request.symbol.upper()} timeline "
+                                      f"({', '.join(f'{v} {s}' for v, s in replay.markets.items())})"),
                          header_style="bold", title_justify="left", box=box.SIMPLE_HEAD)
     timeline.add_column("time")
     for v in replay.venues:
-        timeline.add_column(v, justify="right")
+        timeline.add_column(escape(v), justify="right")
     timeline.add_column("disagr. bps", justify="right")
     timeline.add_column("peak bps", justify="right")
     instants = np.linspace(replay.start_us, replay.end_us - 1, steps + 1).astype(np.int64)
@@ -616,7 +618,7 @@ def render_report(replay: Replay, steps: int = 12, *, include_frame: bool = True
     for col in ("venue", "symbol", "n", "last", "low", "high", "range", "spread"):
         per_venue.add_column(col, justify="left" if col in ("venue", "symbol") else "right", no_wrap=True)
     for v in summary["venues"]:
-        per_venue.add_row(v["venue"], v["symbol"], str(v["trades"]),
+        per_venue.add_row(Text(v["venue"]), Text(v["symbol"]), str(v["trades"]),
                           *[fmt_price(v[k]) if v[k] is not None else "—" for k in ("last", "low", "high")],
                           _bps(v["range_bps"] or float("nan")), _bps(v["max_spread_bps"] or float("nan")))
     d = summary["disagreement"]

@@ -4,10 +4,16 @@ A mapping is validated twice before any write: against the JSON Schema shipped
 in ``schemas/mapping.schema.json``, then against what is installed (the
 connector's raw columns, the target's columns, the registered transforms).
 Every error names the file, the line and the key.
+
+``source`` names a stream as ``<connector>.<stream>`` or by its raw table (``raw_<connector>_<stream>``, as the
+seed's own examples write it); both resolve to the same stream. ``transforms`` are keyed by target column, or
+by a mapped raw column (then they apply to the target columns it maps to). Target columns that the table
+allows to be null may be left out; they stay null.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -57,7 +63,7 @@ class Mapping:
 
     @property
     def stream(self) -> str:
-        return self.source.split(".", 1)[1]
+        return self.source.partition(".")[2]
 
     @property
     def raw_table(self) -> str:
@@ -72,16 +78,17 @@ class Mapping:
         return MappingError(self.path, line, ".".join(key_path), message)
 
     def apply(self, raw: pa.Table, registry: Registry, target_schema: pa.Schema) -> pa.Table:
-        """Map raw rows to the target's columns (the ingest column is left null)."""
+        """Map raw rows to the target's columns (the ingest column and columns not produced are left null)."""
+        m = resolve(self, registry)  # transforms keyed by a raw column, in target-column terms
         columns: dict[str, pa.Array] = {}
-        for raw_column, targets in self.columns.items():
+        for raw_column, targets in m.columns.items():
             for target in targets:
                 columns[target] = raw.column(raw_column).combine_chunks()
-        for target, steps in self.transforms.items():
+        for target, steps in m.transforms.items():
             for step in steps:
                 fn = registry.transforms[step.name]
                 columns[target] = fn(columns[step.source or target], **step.params)
-        for target, value in self.constants.items():
+        for target, value in m.constants.items():
             columns[target] = pa.repeat(pa.scalar(value), raw.num_rows)
         arrays = []
         for f in target_schema:
@@ -161,8 +168,58 @@ def load_mapping(path: str | Path, origin: str = "config") -> Mapping:
     return parse_mapping(p.read_text(), str(p), origin)
 
 
+def _streams(registry: Registry) -> dict[str, str]:
+    """Raw table name -> ``connector.stream`` for every installed stream."""
+    return {f"raw_{c}_{s}": f"{c}.{s}" for c, cls in sorted(registry.connectors.items()) for s in cls.streams}
+
+
+def resolve_source(source: str, registry: Registry) -> str | None:
+    """``connector.stream`` for a source written either way; None when a raw table name matches no stream."""
+    return source if "." in source else _streams(registry).get(source)
+
+
+def _known_streams(registry: Registry) -> str:
+    return ", ".join(f"{name} ({raw})" for raw, name in _streams(registry).items()) or "none installed"
+
+
+def resolve(mapping: Mapping, registry: Registry) -> Mapping:
+    """The mapping in canonical form: ``source`` as ``connector.stream``, transforms keyed by target column.
+
+    A raw-table ``source`` that names no installed stream, or a transform key that is neither a target column
+    nor a mapped raw column, is left as written for ``check_mapping`` to report.
+    """
+    source = resolve_source(mapping.source, registry) or mapping.source
+    target = registry.targets.get(mapping.target_table)
+    target_columns = set(target.schema.names) if target is not None else set()
+    transforms: dict[str, tuple[Step, ...]] = {}
+    lines = dict(mapping.lines)
+    for key, steps in mapping.transforms.items():
+        if key in target_columns or key not in mapping.columns:
+            transforms[key] = transforms.get(key, ()) + steps
+            continue
+        for t in mapping.columns[key]:  # keyed by a raw column: applies to what that column becomes
+            transforms[t] = transforms.get(t, ()) + steps
+            if ("transforms", key) in lines:
+                lines.setdefault(("transforms", t), lines[("transforms", key)])
+    if source == mapping.source and transforms == mapping.transforms:
+        return mapping
+    return dataclasses.replace(mapping, source=source, transforms=transforms, lines=lines)
+
+
+def left_null(mapping: Mapping, registry: Registry) -> list[str]:
+    """Target columns the (checked) mapping does not produce: nullable ones, which stay null."""
+    target = registry.targets[mapping.target_table]
+    m = resolve(mapping, registry)
+    produced = {t for targets in m.columns.values() for t in targets} | set(m.constants) | set(m.transforms)
+    return [c for c in target.schema.names if c not in produced and c != target.ingest_column]
+
+
 def check_mapping(mapping: Mapping, registry: Registry) -> None:
     """Check a parsed mapping against what is installed; raise the first problem."""
+    if resolve_source(mapping.source, registry) is None:
+        raise mapping.error(("source",), f"no installed stream has the raw table {mapping.source!r} "
+                            f"(streams: {_known_streams(registry)})")
+    mapping = resolve(mapping, registry)
     connector = registry.connectors.get(mapping.connector)
     if connector is None:
         raise mapping.error(("source",), f"unknown connector {mapping.connector!r} "
@@ -170,7 +227,7 @@ def check_mapping(mapping: Mapping, registry: Registry) -> None:
     stream = connector.streams.get(mapping.stream)
     if stream is None:
         raise mapping.error(("source",), f"connector {mapping.connector!r} has no stream {mapping.stream!r} "
-                            f"(streams: {', '.join(sorted(connector.streams))})")
+                            f"(streams: {_known_streams(registry)})")
     target = registry.targets.get(mapping.target_table)
     if target is None:
         raise mapping.error(("target_table",), f"unknown target table {mapping.target_table!r} "
@@ -192,7 +249,8 @@ def check_mapping(mapping: Mapping, registry: Registry) -> None:
         produced.add(t)
     for t, steps in mapping.transforms.items():
         if t not in target_columns:
-            raise mapping.error(("transforms", t), f"no column {t!r} in {target.name}")
+            raise mapping.error(("transforms", t), f"no column {t!r} in {target.name} and no mapped raw column "
+                                f"{t!r} (mapped: {', '.join(mapping.columns)})")
         for step in steps:
             if step.name not in registry.transforms:
                 raise mapping.error(("transforms", t), f"unknown transform {step.name!r} "
@@ -201,9 +259,11 @@ def check_mapping(mapping: Mapping, registry: Registry) -> None:
                 raise mapping.error(("transforms", t), f"transform {step.name!r} reads {step.source or t!r}, "
                                     "which no earlier mapping, constant or transform produces")
         produced.add(t)
-    missing = [c for c in target.schema.names if c not in produced and c != target.ingest_column]
+    missing = [f.name for f in target.schema
+               if f.name not in produced and f.name != target.ingest_column and not f.nullable]
     if missing:
-        raise mapping.error((), f"does not produce {target.name} column(s): {', '.join(missing)}")
+        raise mapping.error((), f"does not produce {target.name} column(s) {', '.join(missing)}, which may not "
+                            "be null")
     from schemahub_core.engine.tables import raw_schema
 
     try:  # types line up: run the mapping on an empty raw table
@@ -213,15 +273,24 @@ def check_mapping(mapping: Mapping, registry: Registry) -> None:
 
 
 def collect_mappings(registry: Registry, mappings_dir: Path | None) -> list[Mapping]:
-    """Plugin mappings, overridden by files in ``mappings_dir`` with the same source and target."""
+    """Plugin mappings, overridden by the files in ``mappings_dir``.
+
+    A file replaces every plugin mapping from the same connector into the same target, whichever of the
+    connector's streams it reads: a user who maps Binance's aggregate trades into ``trades_unified`` replaces
+    the plugin's individual-trades mapping instead of landing the same trades twice.
+    """
     found: dict[tuple[str, str], Mapping] = {}
     for origin, item in registry.mappings:
-        m = item if isinstance(item, Mapping) else load_mapping(item, origin=origin)
+        m = resolve(item if isinstance(item, Mapping) else load_mapping(item, origin=origin), registry)
         found[(m.source, m.target_table)] = m
     if mappings_dir is not None and mappings_dir.is_dir():
+        overrides: dict[tuple[str, str], Mapping] = {}
         for p in sorted(mappings_dir.glob("*.y*ml")):
-            m = load_mapping(p)
-            found[(m.source, m.target_table)] = m
+            m = resolve(load_mapping(p), registry)
+            overrides[(m.source, m.target_table)] = m
+        replaced = {(m.connector, m.target_table) for m in overrides.values()}
+        found = {k: m for k, m in found.items() if (m.connector, m.target_table) not in replaced}
+        found.update(overrides)
     return list(found.values())
 
 

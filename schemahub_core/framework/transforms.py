@@ -3,6 +3,11 @@
 Each is ``fn(array, **params) -> array`` over pyarrow arrays; none loops over
 rows in Python (symbol canonicalization works on the distinct values only).
 They are registered by name through ``register_transforms``, like a plugin's.
+
+Every cast is idempotent: applied to a column that already has its output type
+(``from_ms`` or ``iso8601`` on a timestamp, ``to_double`` on a double) it
+returns the column unchanged. Raw tables already carry the minimal casts, so a
+mapping may name the cast again, as the seed's examples do.
 """
 
 from __future__ import annotations
@@ -43,8 +48,20 @@ def _require_all_match(array: pa.Array, matched: pa.Array, what: str) -> None:
         raise TransformError(f"not {what}: {first!r}")
 
 
+def _already_time(array: pa.Array) -> pa.Array | None:
+    """A timestamp column as timestamp[us, UTC] (a no-op for one that is), else None: the time casts are
+    idempotent."""
+    if not pa.types.is_timestamp(array.type):
+        return None
+    if array.type.tz is None:
+        array = pc.assume_timezone(array, "UTC")
+    return pc.cast(array, TS_US)
+
+
 def _epoch(array: pa.Array, us_per_unit: int = 1, units_per_us: int = 1) -> pa.Array:
     array = _flat(array)
+    if (done := _already_time(array)) is not None:
+        return done
     if _is_text(array):
         array = pc.utf8_trim_whitespace(array)
     ints = _cast(array, pa.int64(), "an integer epoch")
@@ -82,6 +99,8 @@ def from_s(array: pa.Array) -> pa.Array:
     float's own error, which is why connectors should keep the JSON text.
     """
     array = _flat(array)
+    if (done := _already_time(array)) is not None:
+        return done
     if pa.types.is_integer(array.type):
         return _epoch(array, us_per_unit=1_000_000)
     if pa.types.is_floating(array.type):
@@ -109,6 +128,8 @@ def iso8601(array: pa.Array) -> pa.Array:
     Digits past the microsecond are dropped (floor), as for the epoch transforms;
     text without a zone is taken as UTC.
     """
+    if (done := _already_time(_flat(array))) is not None:
+        return done
     text = pc.utf8_trim_whitespace(_cast(_flat(array), pa.string(), "text"))
     _require_all_match(text, pc.match_substring_regex(text, _ISO), "an ISO-8601 time")
     text = pc.replace_substring_regex(text, r"(\.\d{6})\d+", r"\1")
@@ -120,6 +141,8 @@ def iso8601(array: pa.Array) -> pa.Array:
 def to_double(array: pa.Array) -> pa.Array:
     """Numeric text or numbers to float64, correctly rounded (Arrow's parser)."""
     array = _flat(array)
+    if array.type == pa.float64():
+        return array
     if _is_text(array):
         array = pc.utf8_trim_whitespace(array)
     return _cast(array, pa.float64(), "a number")
@@ -127,7 +150,8 @@ def to_double(array: pa.Array) -> pa.Array:
 
 def to_string(array: pa.Array) -> pa.Array:
     """Anything to text (integers as their decimal digits)."""
-    return _cast(_flat(array), pa.string(), "representable as text")
+    array = _flat(array)
+    return array if array.type == pa.string() else _cast(array, pa.string(), "representable as text")
 
 
 def upper(array: pa.Array) -> pa.Array:

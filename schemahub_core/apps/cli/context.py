@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from schemahub_core.framework.config import Settings, load_settings
 from schemahub_core.framework.registry import Registry, get_registry
@@ -40,9 +41,20 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def plain(value: Any) -> str:
+    """``value`` as text that rich prints as typed: messages quote patterns (``[a-z]``), venue answers and file
+    contents, which rich would otherwise read as markup tags and drop."""
+    return escape("" if value is None else str(value))
+
+
+def error_line(message: str) -> None:
+    """``error: <message>`` on stderr, the message printed literally (never read as markup)."""
+    err_console.print(f"[bold red]error:[/] {plain(message)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str) -> None:
     """One clear line on stderr and exit 1: the house style for every user error."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    error_line(message)
     sys.exit(1)
 
 

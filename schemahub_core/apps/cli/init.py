@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from schemahub_core.apps.cli.context import Context, console, emit_json, fail, pass_ctx
+from schemahub_core.apps.cli.context import Context, console, emit_json, fail, pass_ctx, plain
 from schemahub_core.framework.config import ConfigError
 
 
@@ -24,9 +24,9 @@ def init(ctx: Context, as_json: bool) -> None:
         emit_json({"namespace": ctx.settings.namespace,
                    "tables": [{"name": n, "created": c} for n, c in results]})
         return
-    table = Table(title=f"namespace {ctx.settings.namespace}")
+    table = Table(title=f"namespace {plain(ctx.settings.namespace)}")
     table.add_column("table")
     table.add_column("status")
     for name, created in results:
-        table.add_row(name, "[green]created[/]" if created else "exists")
+        table.add_row(plain(name), "[green]created[/]" if created else "exists")
     console.print(table)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from schemahub_core.apps.cli.context import Context, console, err_console, fail, pass_ctx
+from schemahub_core.apps.cli.context import Context, console, err_console, fail, pass_ctx, plain
 from schemahub_core.framework.config import ConfigError
 
 
@@ -109,16 +109,17 @@ def live(ctx: Context, symbols: str, threshold_bps: float, land: bool, duration:
                                    "landed": session.lander.landed, "commits": session.lander.commits}))
         return
     console.print()
-    console.print(f"{len(ended)} discrepancy event(s) above {threshold_bps:g} bps; quotes received: "
-                  + ", ".join(f"{k} {v}" for k, v in session.received.items()), highlight=False)
+    console.print(plain(f"{len(ended)} discrepancy event(s) above {threshold_bps:g} bps; quotes received: "
+                        + ", ".join(f"{k} {v}" for k, v in session.received.items())), highlight=False)
     for plan in session.feeds:
         feed = plan.feed
         if feed.drops or feed.failed_attempts or not feed.connects:
-            err_console.print(f"[yellow]warning:[/] {plan.source}: {feed.connects} connection(s), {feed.drops} "
-                              f"dropped, {feed.failed_attempts} failed attempt(s); last error: {feed.last_error}",
+            err_console.print("[yellow]warning:[/] " + plain(f"{plan.source}: {feed.connects} connection(s), "
+                              f"{feed.drops} dropped, {feed.failed_attempts} failed attempt(s); last error: "
+                              f"{feed.last_error}"),
                               highlight=False, soft_wrap=True)
     for message in session.errors[-5:]:
-        err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {plain(message)}", highlight=False)
     if session.lander is not None:
-        console.print(f"{session.lander.summary()}; normalize with `schemahub run unify quotes_unified`",
+        console.print(plain(f"{session.lander.summary()}; normalize with `schemahub run unify quotes_unified`"),
                       highlight=False)

@@ -7,7 +7,7 @@ import sys
 import click
 from rich.table import Table
 
-from schemahub_core.apps.cli.context import Context, console, emit_json, fail, pass_ctx
+from schemahub_core.apps.cli.context import Context, console, emit_json, fail, pass_ctx, plain
 
 
 @click.command()
@@ -33,16 +33,16 @@ def maintain(ctx: Context, expire_older_than: str, do_compact: bool, as_json: bo
     if as_json:
         emit_json([r.as_dict() for r in reports])
     elif not reports:
-        console.print(f"namespace {ctx.settings.namespace} has no tables yet: nothing to maintain")
+        console.print(plain(f"namespace {ctx.settings.namespace} has no tables yet: nothing to maintain"))
     else:
-        table = Table(title=f"maintenance of namespace {ctx.settings.namespace}")
+        table = Table(title=plain(f"maintenance of namespace {ctx.settings.namespace}"))
         for col in ("table", "snapshots", "expired", "kept for engine", "data files", "partitions compacted",
                     "status"):
             table.add_column(col, overflow="fold")
         for r in reports:
-            table.add_row(r.table, str(r.snapshots_before), str(r.snapshots_expired),
+            table.add_row(plain(r.table), str(r.snapshots_before), str(r.snapshots_expired),
                           str(r.snapshots_kept_for_engine), f"{r.files_before} -> {r.files_after}",
-                          str(r.partitions_compacted), f"[red]{r.error}[/]" if r.error else "[green]ok[/]")
+                          str(r.partitions_compacted), f"[red]{plain(r.error)}[/]" if r.error else "[green]ok[/]")
         console.print(table)
     if any(r.error for r in reports):
         sys.exit(1)

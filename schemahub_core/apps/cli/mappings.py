@@ -10,8 +10,16 @@ from typing import Any
 import click
 from rich.table import Table
 
-from schemahub_core.apps.cli.context import Context, console, emit_json, err_console, fail, pass_ctx
-from schemahub_core.framework.mapping import MappingError, check_mapping, collect_mappings, load_mapping
+from schemahub_core.apps.cli.context import Context, console, emit_json, err_console, fail, pass_ctx, plain
+from schemahub_core.framework.mapping import (
+    MappingError,
+    check_mapping,
+    collect_mappings,
+    left_null,
+    load_mapping,
+    resolve,
+    resolve_source,
+)
 
 
 @click.group()
@@ -43,8 +51,9 @@ def mappings_validate(ctx: Context, files: tuple[str, ...], as_json: bool) -> No
             mapping = source if hasattr(source, "apply") else load_mapping(source, origin=origin)
             label = mapping.path
             check_mapping(mapping, registry)
-            results.append({"file": label, "origin": origin, "ok": True, "source": mapping.source,
-                            "target_table": mapping.target_table, "error": None})
+            results.append({"file": label, "origin": origin, "ok": True, "source": resolve(mapping, registry).source,
+                            "target_table": mapping.target_table, "error": None,
+                            "left_null": left_null(mapping, registry)})
         except MappingError as exc:
             results.append({"file": label, "origin": origin, "ok": False, "error": str(exc)})
     if as_json:
@@ -52,10 +61,12 @@ def mappings_validate(ctx: Context, files: tuple[str, ...], as_json: bool) -> No
     else:
         for r in results:
             if r["ok"]:
-                line = f"[green]ok[/]   {r['file']}  ({r['source']} -> {r['target_table']})"
+                line = f"[green]ok[/]   {plain(r['file'])}  ({plain(r['source'])} -> {plain(r['target_table'])})"
+                if r["left_null"]:
+                    line += plain(f"; leaves null: {', '.join(r['left_null'])}")
                 console.print(line, highlight=False, soft_wrap=True)
             else:
-                err_console.print(f"[red]fail[/] {r['error']}", highlight=False, soft_wrap=True)
+                err_console.print(f"[red]fail[/] {plain(r['error'])}", highlight=False, soft_wrap=True)
         if not results:
             console.print("no mappings found")
     if any(not r["ok"] for r in results):
@@ -76,6 +87,7 @@ def mappings_dry_run(ctx: Context, source: str, records_file: str, target_table:
     from schemahub_core.engine.raw import cast_records
 
     registry = ctx.registry
+    source = resolve_source(source, registry) or source
     try:
         found = [m for m in collect_mappings(registry, ctx.settings.mappings_dir)
                  if m.source == source and m.target_table == target_table]
@@ -94,11 +106,11 @@ def mappings_dry_run(ctx: Context, source: str, records_file: str, target_table:
     if as_json:
         emit_json({"rows": unified.to_pylist(), "quarantined": [r.__dict__ for r in rejected]})
         return
-    table = Table(title=f"{source} -> {target_table} (dry run, nothing written)")
+    table = Table(title=plain(f"{source} -> {target_table} (dry run, nothing written)"))
     for name in unified.schema.names:
-        table.add_column(name, overflow="fold")
+        table.add_column(plain(name), overflow="fold")
     for row in unified.to_pylist():
-        table.add_row(*["" if v is None else str(v) for v in row.values()])
+        table.add_row(*[plain(v) for v in row.values()])
     console.print(table)
     for r in rejected:
-        console.print(f"[yellow]quarantined[/] record {r.index}: {r.reason}", highlight=False)
+        console.print(f"[yellow]quarantined[/] record {r.index}: {plain(r.reason)}", highlight=False)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from schemahub_core.apps.cli.context import Context, console, emit_json, fail, parse_time, pass_ctx
+from schemahub_core.apps.cli.context import Context, console, emit_json, fail, parse_time, pass_ctx, plain
 from schemahub_core.framework import plugins
 from schemahub_core.framework.registry import Registry
 
@@ -58,9 +58,9 @@ def plugins_list(ctx: Context, as_json: bool) -> None:
     for r in rows:
         transforms = r["transforms"]
         shown = ", ".join(transforms) if len(transforms) <= 4 else f"{len(transforms)} built-in"
-        table.add_row(r["name"], r["version"] or "", ", ".join(r["connectors"]), ", ".join(r["streams"]),
-                      shown, ", ".join(r["sinks"]),
-                      f"[red]{r['error']}[/]" if r["error"] else "[green]ok[/]")
+        table.add_row(*map(plain, (r["name"], r["version"], ", ".join(r["connectors"]), ", ".join(r["streams"]),
+                                   shown, ", ".join(r["sinks"]))),
+                      f"[red]{plain(r['error'])}[/]" if r["error"] else "[green]ok[/]")
     console.print(table)
 
 
@@ -82,7 +82,7 @@ def plugins_new(name: str, directory: str) -> None:
         root = new_plugin(name, Path(directory))
     except (ScaffoldError, OSError) as exc:
         fail(str(exc))
-    console.print(f"created [bold]{root}[/] (plugin {name!r})", highlight=False)
+    console.print(f"created [bold]{plain(root)}[/] (plugin {plain(repr(name))})", highlight=False)
     for line in (f"pip install -e '{root}[test]'", f"pytest {root}", f"schemahub plugins test {name}",
                  f"then edit {root}/src/schemahub_{name}/connector.py for the real venue (see its README)"):
         console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)  # keep '[test]' as typed
@@ -113,8 +113,6 @@ def plugins_test(ctx: Context, name: str, base_url: str | None, stream: str, sym
     """
     import logging
 
-    from rich.markup import escape
-
     from schemahub_core.testing.suite import check_installed
 
     logging.getLogger("schemahub_core.framework.http").setLevel(logging.ERROR)  # retries are expected here: no noise
@@ -128,16 +126,16 @@ def plugins_test(ctx: Context, name: str, base_url: str | None, stream: str, sym
     if as_json:
         emit_json(report.as_dict())
     else:
-        table = Table(title=f"conformance: {name}.{stream} {report.symbol} on the {report.server}, "
-                            f"{report.since:%Y-%m-%d %H:%M:%S} .. {report.until:%H:%M:%S}")
+        table = Table(title=plain(f"conformance: {name}.{stream} {report.symbol} on the {report.server}, "
+                                  f"{report.since:%Y-%m-%d %H:%M:%S} .. {report.until:%H:%M:%S}"))
         for col in ("check", "result", "why", "how to fix"):
             table.add_column(col, overflow="fold")
         for r in report.results:
-            table.add_row(r.name, _STATUS[r.status], escape(r.detail), escape(r.fix))  # details quote venue text
+            table.add_row(plain(r.name), _STATUS[r.status], plain(r.detail), plain(r.fix))  # details quote venue text
         console.print(table)
         summary = f"{sum(r.status == 'passed' for r in report.results)} passed"
         if report.failed:
-            summary += f", [bold red]{len(report.failed)} failed: {', '.join(report.failed)}[/]"
-        console.print(f"{name}: {summary}", highlight=False)
+            summary += f", [bold red]{len(report.failed)} failed: {plain(', '.join(report.failed))}[/]"
+        console.print(f"{plain(name)}: {summary}", highlight=False)
     if not report.passed:
         sys.exit(1)

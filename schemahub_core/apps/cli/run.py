@@ -8,7 +8,17 @@ from typing import Any
 import click
 from rich.table import Table
 
-from schemahub_core.apps.cli.context import Context, console, emit_json, err_console, fail, parse_time, pass_ctx
+from schemahub_core.apps.cli.context import (
+    Context,
+    console,
+    emit_json,
+    err_console,
+    error_line,
+    fail,
+    parse_time,
+    pass_ctx,
+    plain,
+)
 from schemahub_core.framework.config import ConfigError
 from schemahub_core.framework.mapping import MappingError
 
@@ -76,7 +86,7 @@ def _print_run(stats: list[Any], as_json: bool) -> None:
                 status += f" ({s.dropped_batches} dropped: concurrent writer)"
             if s.step == "unify" and not s.commits and not s.error:
                 status = "[green]up to date[/] (no new snapshot)"
-            table.add_row(s.step, s.name, *[str(getattr(s, c)) for c in _RUN_COLUMNS], status)
+            table.add_row(plain(s.step), plain(s.name), *[str(getattr(s, c)) for c in _RUN_COLUMNS], status)
         if len(stats) > 1:  # "fetched" counts venue records; unify's raw rows read are not fetched again
             fetched = [s for s in stats if s.step == "ingest"] or stats
             totals = [str(sum(getattr(s, c) for s in (fetched if c == "fetched" else stats)))
@@ -86,8 +96,7 @@ def _print_run(stats: list[Any], as_json: bool) -> None:
         console.print(table)
     errors = [s for s in stats if s.error]
     for s in errors:
-        err_console.print(f"[bold red]error:[/] {s.name}: {s.error} (rerun to resume; nothing landed twice)",
-                          highlight=False, soft_wrap=True)
+        error_line(f"{s.name}: {s.error} (rerun to resume; nothing landed twice)")
     if errors:
         sys.exit(1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from schemahub_core.apps.cli.context import Context, console, emit_json, pass_ctx
+from schemahub_core.apps.cli.context import Context, console, emit_json, pass_ctx, plain
 
 
 def _age(seconds: float | None) -> str:
@@ -43,14 +43,14 @@ def status(ctx: Context, as_json: bool) -> None:
         table.add_column(col, overflow="fold")
     for r in sources:
         lag = _age(r["lag_seconds"])
-        table.add_row(r["source"], r["stream"], r["symbol"], r["cursor"] or "", str(r["last_ts"] or ""), lag,
-                      str(r["rows"]), str(r["snapshot_id"] or ""))
+        table.add_row(*map(plain, (r["source"], r["stream"], r["symbol"], r["cursor"] or "", r["last_ts"] or "", lag,
+                                   r["rows"], r["snapshot_id"] or "")))
     console.print(table)
     table = Table(title="unified targets")
     for col in ("target", "source table", "consumed snapshot", "raw snapshot", "state", "target rows"):
         table.add_column(col, overflow="fold")
     for r in targets:
-        table.add_row(r["target"], r["source_table"], str(r["consumed_snapshot_id"]), str(r["raw_snapshot_id"]),
+        table.add_row(*map(plain, (r["target"], r["source_table"], r["consumed_snapshot_id"], r["raw_snapshot_id"])),
                       "[green]up to date[/]" if r["up_to_date"] else "[yellow]new raw data[/]",
-                      str(r["target_rows"]))
+                      plain(r["target_rows"]))
     console.print(table)
