@@ -11,9 +11,9 @@ bootstrap: $(STAMP)
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "bootstrapping $(VENV) (core, venue plugins, example plugin, dev extras)..."
+	@echo "bootstrapping $(VENV) (core, venue plugins, example plugin, dev/sql/spark extras)..."
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' $(foreach p,$(PACKAGES),-e $(p))
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,sql,spark]' $(foreach p,$(PACKAGES),-e $(p))
 	@touch $(STAMP)
 
 lint: $(STAMP)

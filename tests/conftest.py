@@ -32,5 +32,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         raise AssertionError(f"schemahub {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
-# PostgreSQL and moto (S3 + Glue) servers for the storage tests; headless Chromium for the browser tests
-pytest_plugins = ["storage_fixtures", "browser_fixtures"]
+# PostgreSQL and moto (S3 + Glue) servers for the storage tests; headless Chromium for the browser tests;
+# one lazy Spark session for the interop tests
+pytest_plugins = ["storage_fixtures", "browser_fixtures", "spark_fixtures"]
