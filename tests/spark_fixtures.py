@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from schemahub_core.config import Settings
+from schemahub_core.framework.config import Settings
 
 
 @pytest.fixture(scope="session")

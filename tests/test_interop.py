@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scripted_support import NS, registry, settings_for
 
-from schemahub_core.catalog import open_catalog
-from schemahub_core.pipeline import run_pipeline
+from schemahub_core.apps.pipeline import run_pipeline
+from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.testing.scripted import trades_for
 
 BAD = trades_for("scripted", 0, "BTC-USD", 40)[7]["id"]  # its price is garbage: one quarantine row

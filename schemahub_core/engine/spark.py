@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlparse
 if TYPE_CHECKING:  # pyspark is an optional extra: imported only when a session is built
     from pyspark.sql import SparkSession
 
-    from ..config import Settings
+    from ..framework.config import Settings
 
 ICEBERG_RUNTIME = "iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
 SHADED_JACKSON = "org.apache.iceberg.shaded.com.fasterxml.jackson"
