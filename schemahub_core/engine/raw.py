@@ -48,9 +48,9 @@ def _cast_column(column: Column, array: pa.Array, transforms: Mapping[str, Trans
 
 
 def _inferred_columns(records: list[Mapping[str, Any]], names: Sequence[str]) -> dict[str, pa.Array]:
-    """The stream's columns of the records, each in one C++ conversion (from text where their
-    JSON types disagree); none when some record is not an object. A column that cannot be
-    converted at all is left out: the caller finds its offending rows."""
+    """The stream's columns of the records (by record key), each in one C++ conversion (from text
+    where their JSON types disagree); none when some record is not an object. A column that cannot
+    be converted at all is left out: the caller finds its offending rows."""
     columns = {}
     for name in names:
         try:
@@ -85,11 +85,12 @@ def cast_records(
 ) -> tuple[pa.Table, list[Rejected]]:
     """Cast ``records`` to ``raw_schema(stream)``; return the table and the rejects."""
     rejects: dict[int, str] = {}
-    names = [c.name for c in stream.columns]
+    names = [c.record_key for c in stream.columns]
+    keys = {k: stream.column(k).record_key for k in stream.key}  # key column -> its key in a record
     inferred = _inferred_columns(records, names) if records else {}
     if inferred:  # every record is an object: a missing key is a null in its column
-        missing = {k: inferred[k].is_null() if k in inferred else pa.array([r.get(k) is None for r in records])
-                   for k in stream.key}
+        missing = {k: inferred[rk].is_null() if rk in inferred else pa.array([r.get(rk) is None for r in records])
+                   for k, rk in keys.items()}
         any_missing = pc.or_(*missing.values()) if len(missing) > 1 else next(iter(missing.values()))
         for i in pc.indices_nonzero(any_missing).to_pylist():
             absent = [k for k in stream.key if missing[k][i].as_py()]
@@ -98,7 +99,7 @@ def cast_records(
         for i, record in enumerate(records):
             if not isinstance(record, Mapping):
                 rejects[i] = f"record is {type(record).__name__}, expected an object"
-            elif missing_keys := [k for k in stream.key if record.get(k) is None]:
+            elif missing_keys := [k for k, rk in keys.items() if record.get(rk) is None]:
                 rejects[i] = f"missing key column(s) {', '.join(missing_keys)}"
     while True:  # each failed pass rejects at least one more row
         keep = [i for i in range(len(records)) if i not in rejects]
@@ -107,16 +108,18 @@ def cast_records(
             inferred = _inferred_columns(kept, names) if kept else {}
         arrays = []
         for column in stream.columns:
-            array = inferred.get(column.name)
+            array = inferred.get(column.record_key)
             try:
                 if array is None:
-                    array = _to_array([r.get(column.name) for r in kept])
+                    array = _to_array([r.get(column.record_key) for r in kept])
                 arrays.append(_cast_column(column, array, transforms))
             except Exception:
-                values = [r.get(column.name) for r in kept]
+                values = [r.get(column.record_key) for r in kept]
                 bad = _bad_rows(column, values, transforms)
-                if not bad:
-                    raise
+                if not bad:  # every value casts alone: JSON types the page-wide conversion cannot join
+                    arrays.append(pa.concat_arrays([_cast_column(column, _to_array([v]), transforms)
+                                                    for v in values]))
+                    continue
                 rejects.update({keep[j]: reason for j, reason in bad.items()})
                 break
         else:
