@@ -33,5 +33,5 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return proc
 
 # PostgreSQL and moto (S3 + Glue) servers for the storage tests; headless Chromium for the browser tests;
-# one lazy Spark session for the interop tests
-pytest_plugins = ["storage_fixtures", "browser_fixtures", "spark_fixtures"]
+# one lazy Spark session for the interop tests; a small real lake from every venue for the SQL and interop tests
+pytest_plugins = ["storage_fixtures", "browser_fixtures", "spark_fixtures", "lake_fixtures"]

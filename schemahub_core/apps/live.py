@@ -42,8 +42,7 @@ from schemahub_core.engine.tables import (
     WATERMARKS,
     WATERMARKS_SCHEMA,
     TableDef,
-    raw_schema,
-    raw_table_name,
+    raw_table_def,
 )
 from schemahub_core.framework.connector import Connector, Page, Stream
 from schemahub_core.framework.livefeed import LiveFeed, LiveQuote
@@ -334,8 +333,7 @@ class Lander:
         self.streams = {source: type(self.connectors[source]).streams[name] for source, name in streams.items()}
         self.raw_payload = raw_payload
         self.sink = IcebergSink(catalog, namespace)
-        ensure_tables(catalog, namespace, [TableDef(raw_table_name(src, s.name), raw_schema(s), s.event_time)
-                                           for src, s in self.streams.items()]
+        ensure_tables(catalog, namespace, [raw_table_def(src, s) for src, s in self.streams.items()]
                       + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
         self._pending: dict[tuple[str, str], list[LiveQuote]] = {}
         self._lock = threading.Lock()  # guards _pending (the event loop adds while a flush runs)

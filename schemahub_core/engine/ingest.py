@@ -38,6 +38,7 @@ from schemahub_core.engine.tables import (
     ensure_namespace,
     ensure_table,
     raw_schema,
+    raw_table_def,
     raw_table_name,
 )
 from schemahub_core.framework.connector import Connector, Page, Stream
@@ -255,9 +256,8 @@ def ingest(
         raise KeyError(f"unknown source {source!r} (installed: {', '.join(sorted(registry.connectors)) or 'none'})")
     connector = cls(options or {})
     chosen = [cls.streams[s] for s in (streams or list(cls.streams))]
-    ensure_tables(catalog, namespace, [TableDef(raw_table_name(source, s.name), raw_schema(s), s.event_time)
-                                       for s in chosen] + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None),
-                                                           TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
+    ensure_tables(catalog, namespace, [raw_table_def(source, s) for s in chosen]
+                  + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
     sink = IcebergSink(catalog, namespace)
     return [
         StreamIngest(sink, registry, connector, stream, symbol, raw_payload=raw_payload,

@@ -235,11 +235,28 @@ def catalog_session(settings: Settings, base: SparkSession | None = None) -> Spa
     return session
 
 
-def main() -> None:
-    """Build the jar set and print where it is (``.ci/run`` and ``make bootstrap`` call this)."""
+def spark_submit_args(settings: Settings) -> list[str]:
+    """``--jars`` and ``--conf`` arguments that give a spark-submit / pyspark shell SchemaHub's catalog."""
+    args = ["--jars", ",".join(str(j) for j in build_jars()), "--conf", f"spark.sql.extensions={ICEBERG_EXTENSIONS}"]
+    for key, value in spark_catalog_conf(settings).items():
+        args += ["--conf", f"{key}={value}"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the jar set and print where it is (``.ci/run`` calls this); ``--conf``: print the
+    spark-submit arguments for the current settings instead."""
+    import shlex
+
+    from ..framework.config import ConfigError, load_settings
+
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv == ["--conf"]:
+            print(" ".join(shlex.quote(a) for a in spark_submit_args(load_settings())))
+            return
         jars = build_jars()
-    except SparkSetupError as exc:
+    except (SparkSetupError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     print(f"{len(jars)} Spark jars in {jars[0].parent}")

@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+)
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -68,6 +73,8 @@ class TableDef:
     name: str
     schema: pa.Schema
     partition_column: str | None  # day(<column>) or unpartitioned
+    # (old, new) column names: a table still using the old name is migrated by an Iceberg rename
+    renames: tuple[tuple[str, str], ...] = ()
 
 
 def raw_table_name(connector: str, stream: str) -> str:
@@ -80,13 +87,15 @@ def raw_schema(stream: Stream) -> pa.Schema:
         pa.field("_source_ingest_ts", TS)).append(pa.field("_raw_payload", pa.string()))
 
 
+def raw_table_def(source: str, stream: Stream) -> TableDef:
+    """A stream's raw table; columns that left their native name (``Column.native``) were once named by it."""
+    renames = tuple((c.native, c.name) for c in stream.columns if c.native and c.native != c.name)
+    return TableDef(raw_table_name(source, stream.name), raw_schema(stream), stream.event_time, renames)
+
+
 def table_defs(registry: Registry) -> list[TableDef]:
     """Every table ``schemahub init`` creates for what is installed."""
-    defs = [
-        TableDef(raw_table_name(name, s.name), raw_schema(s), s.event_time)
-        for name, cls in sorted(registry.connectors.items())
-        for s in cls.streams.values()
-    ]
+    defs = [raw_table_def(name, s) for name, cls in sorted(registry.connectors.items()) for s in cls.streams.values()]
     defs += [TableDef(t.name, t.schema, t.time_column) for t in registry.targets.values()]
     defs += [TableDef(WATERMARKS, WATERMARKS_SCHEMA, None), TableDef(QUARANTINE, QUARANTINE_SCHEMA, None)]
     return defs
@@ -150,6 +159,8 @@ def ensure_table(catalog: Catalog, namespace: str, table: TableDef) -> tuple[Tab
             return created, True
         except TableAlreadyExistsError:  # another process won the race
             existing = catalog.load_table(identifier)
+    if table.renames:
+        existing = migrate_renames(catalog, identifier, existing, table.renames)
     have = [f.name for f in existing.schema().fields]
     want = list(table.schema.names)
     if have[: len(want)] != want:
@@ -158,6 +169,30 @@ def ensure_table(catalog: Catalog, namespace: str, table: TableDef) -> tuple[Tab
             "drop it or point SCHEMAHUB_HOME at a fresh warehouse"
         )
     return existing, False
+
+
+def migrate_renames(catalog: Catalog, identifier: tuple[str, str], table: Table,
+                    renames: tuple[tuple[str, str], ...], attempts: int = 5) -> Table:
+    """Rename columns still under an old name: a metadata-only commit (Iceberg columns are ids, so
+    the data files keep their old names and every reader maps them by id).
+
+    Two processes may migrate at once: a conflicting commit reloads and looks again.
+    """
+    for attempt in range(attempts):
+        names = set(table.schema().column_names)
+        todo = [(old, new) for old, new in renames if old in names and new not in names]
+        if not todo:
+            return table
+        try:
+            with table.update_schema() as update:
+                for old, new in todo:
+                    update.rename_column(old, new)
+            return catalog.load_table(identifier)
+        except CommitFailedException:
+            if attempt == attempts - 1:
+                raise
+            table = catalog.load_table(identifier)
+    return table
 
 
 def ensure_namespace(catalog: Catalog, namespace: str) -> bool:

@@ -48,16 +48,55 @@ class IdContinuity(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Column:
-    """One raw column: its native name, its Arrow type, and the cast from JSON.
+    """One raw column: its name (the native one), its Arrow type, and the cast from JSON.
 
     ``cast`` names a registered transform (e.g. ``to_double``, ``from_ms``)
     applied to the JSON values; ``None`` keeps the value as it comes.
+    ``native`` is the record's key when the column cannot keep the native name: no
+    two columns of a raw table may differ only by case (Spark, Glue, Athena and
+    Trino fold case), so Binance's ``M`` lands as ``Column("M_best_match", ...,
+    native="M")`` beside ``m``. Tables made before such a rename are migrated by
+    an Iceberg column rename when opened (no data is rewritten).
     """
 
     name: str
     type: pa.DataType
     cast: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    native: str | None = None
+
+    @property
+    def record_key(self) -> str:
+        """Where the value is in a native record."""
+        return self.native or self.name
+
+
+# the engine's bookkeeping columns after a stream's own in every raw table
+RAW_META_COLUMNS = ("_source", "_source_ingest_ts", "_raw_payload")
+
+
+class StreamDefinitionError(ValueError):
+    """A stream a connector declares cannot become a raw table (the message names the columns and the fix)."""
+
+
+def check_column_names(source: str, stream: Stream, engine_columns: Sequence[str] = RAW_META_COLUMNS) -> None:
+    """Raise unless the raw table's column names are unique ignoring case.
+
+    Case-insensitive engines (Spark by default, Glue, Athena, Trino) cannot tell ``m`` from ``M``:
+    a query on either fails as ambiguous, so such a table is unusable there.
+    """
+    seen: dict[str, str] = {}
+    for name in [c.name for c in stream.columns] + list(engine_columns):
+        other = seen.get(name.lower())
+        seen[name.lower()] = name
+        if other is None:
+            continue
+        if other == name:
+            raise StreamDefinitionError(f"{source}.{stream.name}: raw column {name!r} is declared twice")
+        raise StreamDefinitionError(
+            f"{source}.{stream.name}: raw columns {other!r} and {name!r} differ only by case, which "
+            "case-insensitive engines (Spark, Glue, Athena) cannot tell apart; rename one and keep the "
+            f"record's key: Column({name + '_<meaning>'!r}, ..., native={name!r})")
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ import jsonschema
 import pyarrow as pa
 import yaml
 
+from schemahub_core.framework.connector import RAW_META_COLUMNS
+
 if TYPE_CHECKING:
     from schemahub_core.framework.registry import Registry
-
-RAW_META_COLUMNS = ("_source", "_source_ingest_ts", "_raw_payload")
 
 
 class MappingError(ValueError):

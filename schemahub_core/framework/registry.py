@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from schemahub_core.framework import plugins
-from schemahub_core.framework.connector import Connector
+from schemahub_core.framework.connector import Connector, check_column_names
 from schemahub_core.framework.targets import Target
 from schemahub_core.framework.transforms import Transform
 
@@ -44,6 +44,8 @@ def _collect(registry: Registry) -> None:
 
     def connectors(plugin: str):
         def register(cls: type[Connector]) -> None:
+            for stream in cls.streams.values():  # a raw table engines cannot query is refused up front
+                check_column_names(cls.name, stream)
             registry.connectors[cls.name] = cls
             registry.provided[plugin]["connectors"].append(cls.name)
             registry.provided[plugin]["streams"].extend(f"{cls.name}.{s}" for s in cls.streams)

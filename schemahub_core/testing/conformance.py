@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from schemahub_core.engine.raw import cast_records
-from schemahub_core.framework.connector import Connector, Cursor, CursorKind, Page, Stream
+from schemahub_core.framework.connector import Connector, Cursor, CursorKind, Page, Stream, check_column_names
 from schemahub_core.framework.transforms import BUILTIN_TRANSFORMS, Transform
 
 
@@ -44,7 +44,7 @@ class Run:
 
 
 def record_keys(stream: Stream, records: Iterable[Mapping[str, Any]]) -> list[tuple]:
-    return [tuple(r.get(k) for k in stream.key) for r in records]
+    return [tuple(r.get(stream.column(k).record_key) for k in stream.key) for r in records]
 
 
 def fetch_all(connector: Connector, stream: str, symbol: str, cursor: Cursor = None, since: datetime | None = None,
@@ -72,7 +72,7 @@ def check_schema(run: Run, transforms: Mapping[str, Transform] = BUILTIN_TRANSFO
     ``optional``: declared columns a record may lack; ``ignored``: venue fields deliberately not declared
     (they stay in ``_raw_payload``).
     """
-    declared = {c.name for c in run.stream.columns}
+    declared = {c.record_key for c in run.stream.columns}
     produced: set[str] = set()
     for record in run.records:
         assert isinstance(record, Mapping), f"record is {type(record).__name__}, expected a mapping"
@@ -263,6 +263,8 @@ def check_times(rows: Sequence[Mapping[str, Any]], time_column: str, since: date
 # -- structured results, for `schemahub plugins test` -----------------------------------------------------------
 
 FIXES = {
+    "column_names": "give every raw column a name unique ignoring case (Spark, Glue and Athena fold case): "
+                    "Column('M_best_match', ..., native='M') lands the record's 'M' beside its 'm'",
     "fetch": "fetch() must yield Page(records, cursor) and end; run it under a debugger with the same arguments",
     "pages": "pass a small page_size option (plugins test --page-size) or widen --since/--until",
     "schema": "declare every field the records carry in Stream.columns (or leave it out of the record), and give "
@@ -328,6 +330,9 @@ def run_suite(connector: Connector, stream: str, symbol: str, since: datetime, u
     registry = registry or get_registry()
     transforms = registry.transforms
     results: list[CheckResult] = []
+    declared = connector.streams[stream]
+    _attempt(results, "column_names", lambda: check_column_names(connector.name, declared)
+             or f"{len(declared.columns)} raw column names, unique ignoring case")
     run = _attempt(results, "fetch", fetch_all, connector, stream, symbol, since=since, until=until)
     if run is None:
         names = ("pages", "schema", "exactly_once", "cursors", "resume", "range_edges", "rate_limit", "mapping",

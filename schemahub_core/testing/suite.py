@@ -52,6 +52,8 @@ def check_installed(name: str, *, base_url: str | None = None, stream: str = "tr
     """Run every conformance check on connector ``name``; ``KeyError`` (one line) when it cannot even start."""
     registry = registry or get_registry()
     cls = registry.connectors.get(name)
+    if cls is None and name in registry.errors:  # installed, but refused (e.g. colliding column names)
+        raise KeyError(f"connector {name!r} failed to register: {registry.errors[name]}")
     if cls is None:
         raise KeyError(f"no connector {name!r} installed (installed: {', '.join(sorted(registry.connectors))}; "
                        "see `schemahub plugins list`)")

@@ -18,6 +18,7 @@ from schemahub_core.apps.cli.replay import replay
 from schemahub_core.apps.cli.run import run_group
 from schemahub_core.apps.cli.sandbox import sandbox
 from schemahub_core.apps.cli.serve import serve
+from schemahub_core.apps.cli.sql import sql
 from schemahub_core.apps.cli.status import status
 from schemahub_core.framework import plugins
 from schemahub_core.framework.config import ConfigError
@@ -56,6 +57,7 @@ cli.add_command(maintain)
 cli.add_command(sandbox)
 cli.add_command(serve)
 cli.add_command(partitions_group)
+cli.add_command(sql)
 
 
 def _load_plugin_commands() -> None:

@@ -52,7 +52,7 @@ TRADES = Stream(
         Column("l", pa.int64()),
         Column("T", TS, "from_ms"),
         Column("m", pa.bool_()),
-        Column("M", pa.bool_()),
+        Column("M_best_match", pa.bool_(), native="M"),  # "was the best price match"; `m` is beside it
     ),
     key=("symbol", "a"),
     cursor_kind=CursorKind.ID,
