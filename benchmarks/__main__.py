@@ -27,6 +27,7 @@ BENCHMARKS = {
     "peer_dlt": "benchmarks.peer_dlt",
     "commit_history": "benchmarks.commit_history",
     "partitions": "benchmarks.partitions",
+    "sql_query": "benchmarks.sql_query",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -156,3 +156,33 @@ def test_duckdb_reads_every_venue_table_as_pyiceberg_does(venue_lake, as_of) -> 
         lake.close()
     if as_of:
         assert by_name["trades_unified"].snapshot_id == venue_lake.first_unify
+
+
+def test_spark_reads_a_postgresql_catalog_through_the_settings_mapping(postgres_home, spark_for) -> None:
+    from schemahub_core.framework.config import load_settings
+
+    settings = load_settings()
+    settings.connectors = {"scripted": {"trades": 15}, "scripted_b": {"trades": 10}}
+    run_pipeline(settings, registry(), "trades_unified")
+    catalog = open_catalog(settings)
+    spark = spark_for(settings)
+    for name in ("raw_scripted_trades", "trades_unified", "schemahub_watermarks"):
+        ours = catalog.load_table((NS, name)).scan().to_arrow()
+        assert ours.num_rows > 0
+        assert spark_rows(spark, f"pg.{NS}.{name}", ours.column_names) == plain(ours), name
+
+
+def test_the_spark_catalog_mapping_refuses_what_the_jar_set_cannot_read(tmp_path) -> None:
+    from schemahub_core.engine.spark import SparkSetupError, spark_catalog_conf
+    from schemahub_core.framework.config import Settings
+
+    pg = Settings(home=tmp_path, catalog={"name": "pg", "type": "sql", "warehouse": "file:///w",
+                                          "uri": "postgresql+psycopg2://sh:p%40ss@db:5433/iceberg"})
+    assert spark_catalog_conf(pg) == {
+        "spark.sql.catalog.pg": "org.apache.iceberg.spark.SparkCatalog", "spark.sql.catalog.pg.type": "jdbc",
+        "spark.sql.catalog.pg.uri": "jdbc:postgresql://db:5433/iceberg", "spark.sql.catalog.pg.jdbc.user": "sh",
+        "spark.sql.catalog.pg.jdbc.password": "p@ss", "spark.sql.catalog.pg.warehouse": "file:///w"}
+    with pytest.raises(SparkSetupError, match="AWS bundle"):
+        spark_catalog_conf(Settings(home=tmp_path, catalog={"name": "glue", "type": "glue"}))
+    with pytest.raises(SparkSetupError, match="AWS bundle"):
+        spark_catalog_conf(Settings(home=tmp_path, catalog={**pg.catalog, "warehouse": "s3://lake/w"}))
