@@ -88,7 +88,7 @@ def web_page(browser: Any) -> Iterator[BrowserPage]:
     """A page in its own browser context (no state shared between tests), 1400x1000."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(30_000)  # generous: a busy 2-core machine parses plotly.js slowly
     bp = BrowserPage(page)
     page.on("console", lambda msg: bp.console_errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: bp.page_errors.append(str(exc)))

@@ -8,6 +8,9 @@ Every value read off a page is compared with the engine's: ``Replay.state_at`` a
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,7 +22,10 @@ import pyarrow as pa
 import pytest
 import requests
 from browser_fixtures import BrowserPage
+from click.testing import CliRunner
+from conftest import SCHEMAHUB
 
+from schemahub_core.apps.cli import cli
 from schemahub_core.apps.live import build_session
 from schemahub_core.apps.pipeline import run_ingest, run_unify
 from schemahub_core.apps.replay import Replay, ReplayRequest, load_replay
@@ -157,6 +163,9 @@ def test_replay_page_plays_tick_by_tick_with_the_engines_values(web_page: Browse
     assert shown["t"] == replay.start_us + shown["slider"]
     _assert_engine_state(shown, replay)
     assert any("BINANCE leads COINBASE by ~" in line for line in shown["leadlag"]), shown["leadlag"]
+    plot = page.locator("#chart .nsewdrag").first.bounding_box()  # the price plot's area
+    box = page.locator("#leadlag").bounding_box()
+    assert plot and box and (box["x"] >= plot["x"] + plot["width"] or box["y"] >= plot["y"] + plot["height"])
     # one tick forward: the next trade event
     page.click("#next")
     stepped = page.evaluate(READ_STATE)
@@ -229,6 +238,7 @@ def test_live_page_streams_quotes_and_highlights_a_divergence_within_1s(web_page
     elapsed = time.monotonic() - posted
     row = page.eval_on_selector("#board tbody tr[data-venue='COINBASE']",
                                 "r => ({status: r.dataset.status, dev: Number(r.dataset.deviation)})")
+    print(f"divergence highlighted {elapsed * 1000:.0f} ms after the POST")  # shown with -s
     assert elapsed <= 1.0, f"the divergence showed after {elapsed:.3f} s"
     assert row["status"] == "DISCREPANCY" and row["dev"] > 5, row
     page.wait_for_selector("#events li.open[data-exchange='COINBASE']")
@@ -236,6 +246,11 @@ def test_live_page_streams_quotes_and_highlights_a_divergence_within_1s(web_page
     web_page.screenshot("live-page")
     page.wait_for_selector("#events li:not(.open)[data-exchange='COINBASE']", timeout=10_000)  # it converged
     assert "(converged)" in page.inner_text("#events")
+    # a dropped feed: the row goes stale (dimmed, out of the median) while it reconnects, then comes back
+    assert sandbox.venues["binance"].feed.drop(refuse_ms=600) >= 1
+    page.wait_for_selector("#board tbody tr.stale[data-venue='BINANCE'][data-status='stale (reconnecting)']")
+    assert page.get_attribute("#board tbody tr[data-venue='BINANCE']", "data-deviation") == ""
+    page.wait_for_selector("#board tbody tr[data-venue='BINANCE'][data-status='ok']", timeout=15_000)
 
 
 def test_saved_replay_plays_offline_from_file_with_no_console_errors(web_page: BrowserPage, replay: Replay,
@@ -278,3 +293,24 @@ def test_payload_rows_are_the_frame_model(replay: Replay) -> None:
         for j, venue in enumerate(payload["per_venue"]):
             assert venue["last"][i] == (None if np.isnan(state.prices[j]) else state.prices[j])
         assert payload["disagreement_bps"][i] == pytest.approx(state.disagreement_bps, nan_ok=True)
+
+
+def test_cli_serve_listens_on_localhost_and_a_busy_port_is_one_line(home: Path) -> None:
+    """``schemahub serve`` in a child process: it prints its URL, serves both pages, stops on SIGINT."""
+    proc = subprocess.Popen([*SCHEMAHUB, "serve", "--port", "0", "--no-live"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        url = match.group(0)
+        assert "Replay" in requests.get(f"{url}/replay", timeout=30).text
+        live = requests.get(f"{url}/api/live", timeout=30).json()
+        assert live["rows"] == [] and "--no-live" in live["error"]
+        busy = CliRunner().invoke(cli, ["serve", "--port", match.group(1), "--no-live"])
+        assert busy.exit_code == 1 and busy.stderr.startswith("error: cannot listen on 127.0.0.1:")
+        assert len(busy.stderr.strip().splitlines()) == 1, busy.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""

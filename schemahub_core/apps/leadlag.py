@@ -88,8 +88,8 @@ class LeadLag:
         return lines
 
     def to_dict(self) -> dict[str, Any]:
-        return {"leader": self.leader, "max_lag_ms": self.max_lag_ms, "lags": [e.to_dict() for e in self.lags],
-                "headlines": self.headlines()}
+        return {"leader": self.leader, "max_lag_ms": self.max_lag_ms, "min_reliable_ticks": MIN_RELIABLE_TICKS,
+                "lags": [e.to_dict() for e in self.lags], "headlines": self.headlines()}
 
 
 def debounce(log_price: np.ndarray, side: np.ndarray | None) -> tuple[np.ndarray, float]:

@@ -319,6 +319,7 @@ class WebServer:
     def serve_forever(self, port: int, ready: Callable[[str], None] | None = None) -> None:
         """Serve in the foreground until Ctrl-C; ``ready(url)`` once the port is bound."""
         sock = self._bind(port)
+        sock.listen(2048)  # connections made once ``ready`` reports the URL wait in the backlog, not refused
         if ready is not None:
             ready(self.url)
         uvicorn.Server(self._config()).run(sockets=[sock])

@@ -191,8 +191,10 @@
       li.dataset.reliable = e && e.reliable ? "true" : "false";
       return li;
     }));
-    $("leadlag-note").textContent = ll.leader ? `leader: ${ll.leader}; lags searched within ±${ll.max_lag_ms} ms` :
-      `lags searched within ±${ll.max_lag_ms} ms`;
+    const reliable = ll.lags.some((e) => e.reliable); // without one, there is no leader to name
+    $("leadlag-note").textContent = (reliable && ll.leader ? `leader: ${ll.leader}; ` : "") +
+      `lags searched within ±${ll.max_lag_ms} ms; a lag is reported only from ≥ ${ll.min_reliable_ticks} ticks, off the search ` +
+      "boundary, with a 90% interval that excludes zero";
     const d = R.summary.disagreement;
     $("window-peak").textContent = d.peak_bps === null ? "" :
       `window peak ${d.peak_bps.toFixed(2)} bps at ${d.peak_at.slice(11, 23)}; mean ${d.mean_bps.toFixed(2)} bps`;
