@@ -3,9 +3,9 @@
 Exactly-once is a claim about crashes, so the tests crash real processes at the
 exact places that matter. The engines call ``fault_point(name)`` there:
 
-- ``ingest.before-commit`` / ``unify.before-commit`` / ``quarantine.before-commit``:
+- ``ingest.before-commit`` / ``unify.before-commit`` / ``quarantine.before-commit`` / ``repair.before-commit``:
   the data files and manifests are written, the catalog commit has not happened;
-- ``ingest.after-commit`` / ``unify.after-commit`` / ``quarantine.after-commit``:
+- ``ingest.after-commit`` / ``unify.after-commit`` / ``quarantine.after-commit`` / ``repair.after-commit``:
   the catalog has the new snapshot, the engine has not seen the response yet.
 
 ``SCHEMAHUB_TEST_FAULT=<point>:<n>[:<action>][,...]`` fires at the ``n``-th time

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +76,23 @@ class Mapping:
                 line = self.lines[key_path[:n]]
                 break
         return MappingError(self.path, line, ".".join(key_path), message)
+
+    def restricted(self, raw_columns: tuple[str, ...] | list[str]) -> Mapping:
+        """This mapping cut down to what ``raw_columns`` produce (their columns, the constants and the transforms
+        fed by them only): it maps the key columns alone, so an audit reads no other column."""
+        columns = {r: t for r, t in self.columns.items() if r in raw_columns}
+        produced = {t for targets in columns.values() for t in targets} | set(self.constants)
+        transforms = {}
+        for target, steps in self.transforms.items():
+            have = set(produced)
+            for step in steps:
+                if (step.source or target) not in have:
+                    break
+                have.add(target)
+            else:
+                transforms[target] = steps
+                produced.add(target)
+        return replace(self, columns=columns, transforms=transforms)
 
     def apply(self, raw: pa.Table, registry: Registry, target_schema: pa.Schema) -> pa.Table:
         """Map raw rows to the target's columns (the ingest column and columns not produced are left null)."""

@@ -1,0 +1,145 @@
+"""Completeness audit and repair against the simulated venues (127.0.0.1) on a real SQLite catalog.
+
+One history is landed while the sandbox's ``drop_ids`` fault hides chosen id ranges from every venue; the
+audit must report exactly those ranges, ``--repair`` (crashed mid-way, then rerun) must fill them exactly once
+while the venues serve them again, and a second audit is clean. A separate short history audits clean and
+then shows a duplicate appended by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from conftest import run_cli
+
+from schemahub_core.apps.audit import run_audit
+from schemahub_core.apps.pipeline import run_pipeline
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.framework.config import load_settings
+from schemahub_core.framework.registry import get_registry
+from schemahub_core.sandbox import EVENT_AT
+from schemahub_core.testing.sandbox import _clear_sandbox_faults, sandbox  # noqa: F401
+
+SINCE, UNTIL = EVENT_AT - timedelta(minutes=3), EVENT_AT + timedelta(minutes=1)
+WINDOW = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat()]
+# venue -> (native symbol, canonical symbol, raw id column)
+VENUES = {"binance": ("BTCUSDT", "BTC-USDT", "a"), "coinbase": ("BTC-USD", "BTC-USD", "trade_id"),
+          "kraken": ("XXBTZUSD", "BTC-USD", "trade_id"), "okx": ("BTC-USDT", "BTC-USDT", "tradeId")}
+SYMBOLS = [f"{venue}:{canonical}" for venue, (_, canonical, _) in VENUES.items()]
+
+
+def _env(home: Path, sandbox, **extra: str) -> dict[str, str]:  # noqa: F811
+    return {"SCHEMAHUB_HOME": str(home), **sandbox.env(), **extra}
+
+
+def _raw_ids(venue: str) -> list[int]:
+    native, _, column = VENUES[venue]
+    table = open_catalog(load_settings()).load_table((load_settings().namespace, f"raw_{venue}_trades"))
+    data = table.scan(selected_fields=(table.schema().fields[0].name, column)).to_arrow()
+    return sorted(data.filter(pc.equal(data.column(0), native)).column(column).to_pylist())
+
+
+@pytest.fixture(scope="module")
+def dropped(sandbox, tmp_path_factory):  # noqa: F811
+    """A 4-minute history of every venue's BTC trades landed while chosen id ranges were dropped."""
+    home = tmp_path_factory.mktemp("audit") / "home"
+    truth = {v: sandbox.expected_trade_ids(v, native, SINCE, UNTIL) for v, (native, _, _) in VENUES.items()}
+    b, c, k, o = (truth[v] for v in ("binance", "coinbase", "kraken", "okx"))
+    drops = {"binance": [(b[100], b[139]), (b[300], b[300])], "coinbase": [(c[10], c[19])],
+             "kraken": [(k[40], k[44])], "okx": [(o[150], o[199])]}
+    for venue, ranges in drops.items():
+        sandbox.inject(venue, "drop_ids", ids=[list(r) for r in ranges], symbol=VENUES[venue][0])
+    sandbox.inject("binance", "drop_ids", ids=[(b[0], b[-1])], symbol="ETHUSDT")  # another symbol: not ours
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in _env(home, sandbox).items():
+            mp.setenv(key, value)
+        mp.delenv("SCHEMAHUB_CONFIG", raising=False)
+        stats = run_pipeline(load_settings(), get_registry(), "trades_unified", symbols=SYMBOLS, since=SINCE,
+                             until=UNTIL)
+        assert all(s.error is None for s in stats), [s.error for s in stats]
+        sandbox.faults.clear()  # the venues serve every trade again
+        yield {"home": home, "truth": truth, "drops": drops}
+
+
+def test_audit_reports_exactly_the_dropped_ranges_and_exits_non_zero(dropped, sandbox):  # noqa: F811
+    proc = run_cli("audit", "--json", *WINDOW, env=_env(dropped["home"], sandbox), check=False)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["clean"] is False
+    id_gaps = {(g["source"], g["first_id"], g["last_id"]) for g in report["gaps"] if g["kind"] == "ids"}
+    assert id_gaps == {(v, lo, hi) for v, ranges in dropped["drops"].items() if v != "okx" for lo, hi in ranges}
+    assert report["missing"] == sum(hi - lo + 1 for v, rs in dropped["drops"].items() if v != "okx" for lo, hi in rs)
+    (hole,) = [g for g in report["gaps"] if g["kind"] == "time"]  # OKX ids are only monotonic: time tells
+    o, (lo, hi) = dropped["truth"]["okx"], dropped["drops"]["okx"][0]
+    assert (hole["source"], hole["id_before"], hole["id_after"]) == ("okx", o[o.index(lo) - 1], o[o.index(hi) + 1])
+    days = {d["source"]: d for d in report["days"]}
+    for venue, ranges in dropped["drops"].items():
+        lost = sum(hi - lo + 1 for lo, hi in ranges)
+        assert days[venue]["raw_rows"] == days[venue]["unified_rows"] == len(dropped["truth"][venue]) - lost
+        assert (days[venue]["raw_duplicates"], days[venue]["unified_duplicates"], days[venue]["not_unified"],
+                days[venue]["not_in_raw"]) == (0, 0, 0, 0)
+    assert days["binance"]["missing_ranges"] == [list(r) for r in dropped["drops"]["binance"]]
+    assert report["columns_read"]["raw_binance_trades"] == ["symbol", "a", "T"]  # key columns only
+    assert report["columns_read"]["trades_unified"] == ["exchange", "symbol", "trade_id", "trade_ts"]
+
+    text = run_cli("audit", *WINDOW, env=_env(dropped["home"], sandbox), check=False)
+    assert text.returncode == 1 and "incomplete" in text.stdout
+    b = dropped["drops"]["binance"][0]
+    assert f"{b[0]}..{b[1]}" in text.stdout.replace("\n", "")
+
+
+def test_repair_crashed_then_rerun_fills_the_gaps_exactly_once(dropped, sandbox):  # noqa: F811
+    home = dropped["home"]
+    crash = {"SCHEMAHUB_TEST_FAULT": "repair.after-commit:2"}
+    killed = run_cli("audit", "--repair", *WINDOW, env=_env(home, sandbox, **crash), check=False)
+    assert killed.returncode == -9  # SIGKILL after the second symbol's commit, before it knew
+    crash = {"SCHEMAHUB_TEST_FAULT": "repair.before-commit:1"}
+    killed = run_cli("audit", "--repair", *WINDOW, env=_env(home, sandbox, **crash), check=False)
+    assert killed.returncode == -9  # SIGKILL with the data files written and no commit
+    proc = run_cli("audit", "--repair", "--json", *WINDOW, env=_env(home, sandbox), check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["clean"] is True and result["before"]["clean"] is False
+    assert {r["source"] for r in result["repairs"]} == {"kraken", "okx"}  # the first two landed before the kill
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SCHEMAHUB_HOME", str(home))
+        for venue in VENUES:
+            assert _raw_ids(venue) == dropped["truth"][venue], venue  # every trade, once
+        unified = open_catalog(load_settings()).load_table((load_settings().namespace, "trades_unified"))
+        keys = unified.scan(selected_fields=("exchange", "trade_id")).to_arrow()
+        assert keys.num_rows == len(keys.group_by(["exchange", "trade_id"]).aggregate([])) == sum(
+            len(t) for t in dropped["truth"].values())
+    again = run_cli("audit", *WINDOW, env=_env(home, sandbox), check=False)
+    assert again.returncode == 0 and "complete" in again.stdout
+
+
+def test_a_clean_history_audits_clean_and_a_manual_duplicate_is_detected(sandbox, home, monkeypatch):  # noqa: F811
+    for key, value in sandbox.env().items():
+        monkeypatch.setenv(key, value)
+    settings, registry = load_settings(), get_registry()
+    until = SINCE + timedelta(minutes=1)
+    run_pipeline(settings, registry, "trades_unified", symbols=["binance:BTC-USDT", "coinbase:BTC-USD"],
+                 since=SINCE, until=until)
+    clean = run_audit(settings, registry)
+    assert clean.clean and not clean.gaps and {d.source for d in clean.days} == {"binance", "coinbase"}
+    assert [(d.raw_rows, d.unified_rows, d.missing) for d in clean.days if d.source == "binance"] == [
+        (len(sandbox.expected_trade_ids("binance", "BTCUSDT", SINCE, until)),) * 2 + (0,)]
+
+    catalog = open_catalog(settings)
+    raw = catalog.load_table((settings.namespace, "raw_coinbase_trades"))
+    raw.append(raw.scan(limit=1).to_arrow())  # a manual append of a row that is already there
+    found = run_audit(settings, registry)
+    assert not found.clean and [(d.source, d.raw_duplicates, d.unified_duplicates) for d in found.days
+                                if d.problems] == [("coinbase", 1, 0)]
+    unified = catalog.load_table((settings.namespace, "trades_unified"))
+    row = unified.scan(row_filter="exchange == 'BINANCE'", limit=1).to_arrow()
+    unified.append(pa.concat_tables([row, row]))
+    found = run_audit(settings, registry, symbols=["binance:BTC-USDT"])
+    assert [(d.source, d.raw_duplicates, d.unified_duplicates) for d in found.days] == [("binance", 0, 2)]
+    proc = run_cli("audit", "--json", env={"SCHEMAHUB_HOME": str(home)}, check=False)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["unified_duplicates"] == 2
