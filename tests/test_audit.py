@@ -15,9 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from click.testing import CliRunner
 from conftest import run_cli
 
 from schemahub_core.apps.audit import run_audit
+from schemahub_core.apps.cli import cli
 from schemahub_core.apps.pipeline import run_pipeline
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.framework.config import load_settings
@@ -35,6 +37,13 @@ SYMBOLS = [f"{venue}:{canonical}" for venue, (_, canonical, _) in VENUES.items()
 
 def _env(home: Path, sandbox, **extra: str) -> dict[str, str]:  # noqa: F811
     return {"SCHEMAHUB_HOME": str(home), **sandbox.env(), **extra}
+
+
+def _status(home: Path) -> dict[str, dict]:
+    """``schemahub status --json`` in process: source -> its trades row."""
+    out = CliRunner().invoke(cli, ["status", "--json"], env={"SCHEMAHUB_HOME": str(home)})
+    assert out.exit_code == 0, out.output
+    return {r["source"]: r for r in json.loads(out.output)["sources"] if r["stream"] == "trades"}
 
 
 def _raw_ids(venue: str) -> list[int]:
@@ -87,6 +96,13 @@ def test_audit_reports_exactly_the_dropped_ranges_and_exits_non_zero(dropped, sa
     assert report["columns_read"]["raw_binance_trades"] == ["symbol", "a", "T"]  # key columns only
     assert report["columns_read"]["trades_unified"] == ["exchange", "symbol", "trade_id", "trade_ts"]
 
+    status = _status(dropped["home"])
+    for venue, ranges in dropped["drops"].items():
+        lost = sum(hi - lo + 1 for lo, hi in ranges)
+        assert status[venue]["gaps"] == len(ranges) and status[venue]["completeness"] < 1
+        if venue != "okx":
+            assert status[venue]["completeness"] == pytest.approx(1 - lost / len(dropped["truth"][venue]), abs=1e-6)
+
     text = run_cli("audit", *WINDOW, env=_env(dropped["home"], sandbox), check=False)
     assert text.returncode == 1 and "incomplete" in text.stdout
     b = dropped["drops"]["binance"][0]
@@ -114,6 +130,9 @@ def test_repair_crashed_then_rerun_fills_the_gaps_exactly_once(dropped, sandbox)
         keys = unified.scan(selected_fields=("exchange", "trade_id")).to_arrow()
         assert keys.num_rows == len(keys.group_by(["exchange", "trade_id"]).aggregate([])) == sum(
             len(t) for t in dropped["truth"].values())
+    status = _status(home)
+    assert {v: (r["completeness"], r["gaps"], r["rows"]) for v, r in status.items()} == {
+        v: (1.0, 0, len(ids)) for v, ids in dropped["truth"].items()}  # rows count what the repair landed
     again = run_cli("audit", *WINDOW, env=_env(home, sandbox), check=False)
     assert again.returncode == 0 and "complete" in again.stdout
 

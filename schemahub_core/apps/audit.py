@@ -49,6 +49,7 @@ def run_audit(
     until: datetime | None = None,
     hole_factor: float = HOLE_FACTOR,
     catalog: Catalog | None = None,
+    reconcile: bool = True,
 ) -> AuditReport:
     """Audit the trades of every installed venue (``symbols`` as for ``run``: ``BTC-USD,<venue>:BTC-USDT``)."""
     catalog = catalog or open_catalog(settings)
@@ -56,7 +57,8 @@ def run_audit(
     chosen = {s: symbols_for(s, symbols) for s in sources}
     sources = [s for s in sources if chosen[s] != []]
     return audit(catalog, settings.namespace, registry, collect_mappings(registry, settings.mappings_dir),
-                 sources=sources, symbols=chosen, stream=STREAM, since=since, until=until, hole_factor=hole_factor)
+                 sources=sources, symbols=chosen, stream=STREAM, since=since, until=until, hole_factor=hole_factor,
+                 reconcile=reconcile)
 
 
 def run_repair(

@@ -415,11 +415,13 @@ def audit(
     until: datetime | None = None,
     hole_factor: float = HOLE_FACTOR,
     min_hole: timedelta = MIN_HOLE,
+    reconcile: bool = True,
 ) -> AuditReport:
     """Audit ``stream`` of each source (default: every connector that has it); see the module doc.
 
     ``symbols`` maps a source to its canonical symbols (None or absent: every symbol landed).
-    ``mappings`` are the installed mappings; those of ``<source>.<stream>`` are reconciled.
+    ``mappings`` are the installed mappings; those of ``<source>.<stream>`` are reconciled unless
+    ``reconcile`` is False (raw only: gaps, holes and raw duplicates, which is all completeness needs).
     """
     started = time.monotonic()
     run = _Audit(catalog, namespace, registry, since, until, hole_factor, min_hole)
@@ -441,7 +443,7 @@ def audit(
             continue
         found = pc.unique(data.column(spec.symbol_column)).drop_null().to_pylist()
         canonical = {**canonical_symbols(registry, own[0] if own else None, spec, found), **canonical}
-        for mapping in own:
+        for mapping in own if reconcile else ():
             run.reconcile(source, spec, mapping, data, canonical, wanted)
         for native in found:
             symbol = canonical.get(native, native)

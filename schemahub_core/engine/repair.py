@@ -29,18 +29,14 @@ from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, EqualTo, 
 from schemahub_core.engine.audit import Gap
 from schemahub_core.engine.ingest import ensure_tables, quarantine
 from schemahub_core.engine.raw import cast_records
-from schemahub_core.engine.sink import PROGRESS_PREFIX, IcebergSink, retry_transient
+from schemahub_core.engine.sink import IcebergSink, retry_transient
+from schemahub_core.engine.state import repaired_key
 from schemahub_core.engine.tables import QUARANTINE, QUARANTINE_SCHEMA, TableDef, raw_schema, raw_table_name
 from schemahub_core.engine.unify import first_per_key
 from schemahub_core.framework.connector import Connector, CursorKind, Stream
 from schemahub_core.framework.registry import Registry
 
-REPAIRED = PROGRESS_PREFIX + "repaired."
 STEP = timedelta(microseconds=1)
-
-
-def repaired_key(stream: str, symbol: str) -> str:
-    return f"{REPAIRED}{stream}.{symbol}"
 
 
 @dataclass

@@ -5,7 +5,8 @@ parent, so the newest engine snapshot holds all of them):
 
 - ``schemahub.cursor.<stream>.<symbol>``: the cursor after the data, JSON (``123`` or ``"1707..."``);
 - ``schemahub.rows.<stream>.<symbol>``: rows landed so far for that symbol;
-- ``schemahub.last-ts.<stream>.<symbol>``: the newest event time landed (ISO-8601).
+- ``schemahub.last-ts.<stream>.<symbol>``: the newest event time landed (ISO-8601);
+- ``schemahub.repaired.<stream>.<symbol>``: rows landed by ``audit --repair`` (see ``repair``).
 
 Every unify append carries ``schemahub.source.<raw_table>`` = the raw snapshot id
 it has consumed up to. ``schemahub_watermarks`` is only a mirror for people and
@@ -32,6 +33,7 @@ from schemahub_core.framework.registry import Registry
 CURSOR = PROGRESS_PREFIX + "cursor."
 ROWS = PROGRESS_PREFIX + "rows."
 LAST_TS = PROGRESS_PREFIX + "last-ts."
+REPAIRED = PROGRESS_PREFIX + "repaired."
 SOURCE = PROGRESS_PREFIX + "source."
 INGEST_TS = PROGRESS_PREFIX + "ingest-ts"
 
@@ -46,6 +48,10 @@ def rows_key(stream: str, symbol: str) -> str:
 
 def last_ts_key(stream: str, symbol: str) -> str:
     return f"{LAST_TS}{stream}.{symbol}"
+
+
+def repaired_key(stream: str, symbol: str) -> str:
+    return f"{REPAIRED}{stream}.{symbol}"
 
 
 def source_key(raw_table: str) -> str:
@@ -123,7 +129,8 @@ def watermark_rows(catalog: Catalog, namespace: str, registry: Registry) -> list
                     "cursor": None if cursor is None else str(cursor),
                     "snapshot_id": snapshot_id,
                     "updated_at": datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC) if snapshot else None,
-                    "rows": int(progress.get(rows_key(stream.name, symbol), 0)),
+                    "rows": int(progress.get(rows_key(stream.name, symbol), 0))
+                    + int(progress.get(repaired_key(stream.name, symbol), 0)),
                 })
     return rows
 

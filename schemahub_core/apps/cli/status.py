@@ -17,20 +17,34 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
+def _complete(share: float | None, gaps: int) -> str:
+    if share is None:
+        return ""
+    color = "green" if not gaps else "red"
+    return f"[{color}]{share:.3%}[/]" + (f" ({gaps} gaps)" if gaps else "")
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @pass_ctx
 def status(ctx: Context, as_json: bool) -> None:
-    """Per source/symbol: cursor, last trade time, lag, rows, last snapshot; per target: what it consumed."""
+    """Per source/symbol: cursor, last trade time, lag, rows, completeness (see `schemahub audit`), last
+    snapshot; per target: what it consumed."""
     from datetime import UTC, datetime
 
+    from schemahub_core.apps.audit import run_audit
     from schemahub_core.engine.state import unify_rows, watermark_rows
 
     catalog = ctx.catalog()
     now = datetime.now(UTC)
     sources = watermark_rows(catalog, ctx.settings.namespace, ctx.registry)
+    audited = run_audit(ctx.settings, ctx.registry, catalog=catalog, reconcile=False) if sources else None
+    shares = audited.completeness() if audited else {}
     for r in sources:
         r["lag_seconds"] = round((now - r["last_ts"]).total_seconds(), 3) if r["last_ts"] else None
+        key = (r["source"], r["stream"], r["symbol"])
+        r["completeness"] = round(shares[key], 6) if key in shares else None
+        r["gaps"] = sum(1 for g in audited.gaps if (g.source, g.stream, g.symbol) == key) if audited else 0
     targets = unify_rows(catalog, ctx.settings.namespace, ctx.registry)
     if as_json:
         emit_json({"sources": sources, "targets": targets})
@@ -39,12 +53,12 @@ def status(ctx: Context, as_json: bool) -> None:
         console.print("nothing ingested yet: try `schemahub run pipeline trades_unified`")
         return
     table = Table(title="sources (from raw snapshots)")
-    for col in ("source", "stream", "symbol", "cursor", "last trade", "lag", "rows", "last snapshot"):
+    for col in ("source", "stream", "symbol", "cursor", "last trade", "lag", "rows", "complete", "last snapshot"):
         table.add_column(col, overflow="fold")
     for r in sources:
         lag = _age(r["lag_seconds"])
         table.add_row(*map(plain, (r["source"], r["stream"], r["symbol"], r["cursor"] or "", r["last_ts"] or "", lag,
-                                   r["rows"], r["snapshot_id"] or "")))
+                                   r["rows"])), _complete(r["completeness"], r["gaps"]), plain(r["snapshot_id"] or ""))
     console.print(table)
     table = Table(title="unified targets")
     for col in ("target", "source table", "consumed snapshot", "raw snapshot", "state", "target rows"):
