@@ -5,6 +5,16 @@ Plugin authors import everything they need from here::
     from schemahub_core import hookimpl, Connector, Stream, Column, CursorKind, Page
 """
 
+from schemahub_core.framework.archives import (
+    ArchiveError,
+    ArchiveFile,
+    ArchiveMissing,
+    Period,
+    archive_periods,
+    csv_text_batches,
+    fetch_text,
+    parse_checksum,
+)
 from schemahub_core.framework.connector import (
     Column,
     Connector,
@@ -21,6 +31,9 @@ from schemahub_core.framework.livefeed import LiveFeed, LiveQuote
 from schemahub_core.framework.targets import Target
 
 __all__ = [
+    "ArchiveError",
+    "ArchiveFile",
+    "ArchiveMissing",
     "Column",
     "Connector",
     "ConnectorError",
@@ -30,12 +43,17 @@ __all__ = [
     "LiveFeed",
     "LiveQuote",
     "Page",
+    "Period",
     "RateLimit",
     "RetryableError",
     "Stream",
     "Target",
+    "archive_periods",
+    "csv_text_batches",
+    "fetch_text",
     "VenuePolicy",
     "VenueSession",
     "hookimpl",
+    "parse_checksum",
     "venue_session",
 ]

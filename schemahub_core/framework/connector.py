@@ -9,7 +9,7 @@ its cursor in one Iceberg snapshot, which is what makes ingestion exactly-once.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pyarrow as pa
 
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import BinaryIO
+
+    from schemahub_core.framework.archives import ArchiveFile
     from schemahub_core.framework.livefeed import LiveFeed
 
 
@@ -201,3 +205,41 @@ class Connector:
         and the sandbox override it like ``base_url``.
         """
         raise NotImplementedError(f"{self.name} has no live feed")
+
+    # -- bulk archives (optional; ``schemahub backfill``, see ``schemahub_core.framework.archives``) ---------------
+    def archive_files(self, stream: str, symbol: str, since: datetime, until: datetime) -> list[ArchiveFile]:
+        """The venue's archive files covering ``[since, until)`` of ``stream`` for canonical ``symbol``, oldest first.
+
+        Optional: a connector without archives raises ``NotImplementedError``. Use
+        ``archive_periods`` to take monthly files for whole past months and daily ones for the rest.
+        """
+        raise NotImplementedError(f"{self.name} has no bulk archives")
+
+    def archive_checksum(self, file: ArchiveFile) -> str | None:
+        """The sha256 (hex) the venue publishes for ``file``, or None when it publishes none.
+
+        The engine refuses a download that does not match it; with None the file's own sha256 identifies it.
+        """
+        return None
+
+    def download_archive(self, file: ArchiveFile, out: BinaryIO, on_bytes: Callable[[int, int | None], None]) -> None:
+        """Write ``file``'s bytes into ``out``, calling ``on_bytes(done, total)`` as they arrive.
+
+        The default is a streamed GET of ``file.url``; a 404 raises ``ArchiveMissing``.
+        """
+        import requests
+
+        from schemahub_core.framework.archives import download
+
+        with requests.Session() as session:
+            session.headers["User-Agent"] = "schemahub"
+            download(session, file.url, out, on_bytes)
+
+    def read_archive(self, file: ArchiveFile, path: Path) -> Iterator[pa.RecordBatch]:
+        """Stream the rows of the downloaded ``file`` at ``path`` as record batches, in file order.
+
+        Columns: the stream's raw columns, either already of their raw type or in the form the column's
+        ``cast`` reads from the venue's REST answers (so an archive row equals the REST row for the same
+        record), plus ``_raw_payload``, the original line. Raise ``ArchiveError`` for an unreadable file.
+        """
+        raise NotImplementedError(f"{self.name} has no bulk archives")

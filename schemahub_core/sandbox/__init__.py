@@ -8,6 +8,7 @@ rate limits, faults and stats behave as for every other venue), optionally tradi
 a ``MarketVenue`` profile, and registering it with the ``register_sandbox_venues`` hook (docs/plugins.md).
 """
 
+from schemahub_core.sandbox.archives import ARCHIVE_FAULTS, ArchiveShelf
 from schemahub_core.sandbox.limits import Limit, Verdict
 from schemahub_core.sandbox.market import (
            EVENT_AT,
@@ -25,6 +26,26 @@ from schemahub_core.sandbox.market import Venue as MarketVenue
 from schemahub_core.sandbox.server import Sandbox, SandboxConfig, venue_apps
 from schemahub_core.sandbox.venue import VenueApp, bad_request, int_param
 
-__all__ = ["EVENT_AT", "EVENT_SECONDS", "LABEL", "MARKET_END", "MARKET_START", "NS", "Limit", "Market",
-           "MarketVenue", "Quote", "Sandbox", "SandboxConfig", "Trade", "VenueApp", "Verdict", "bad_request",
-           "int_param", "to_ns", "venue_apps"]
+__all__ = [
+    "ARCHIVE_FAULTS",
+    "EVENT_AT",
+    "EVENT_SECONDS",
+    "LABEL",
+    "MARKET_END",
+    "MARKET_START",
+    "NS",
+    "ArchiveShelf",
+    "Limit",
+    "Market",
+    "MarketVenue",
+    "Quote",
+    "Sandbox",
+    "SandboxConfig",
+    "Trade",
+    "VenueApp",
+    "Verdict",
+    "bad_request",
+    "int_param",
+    "to_ns",
+    "venue_apps",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from schemahub_core.apps.cli.audit import audit
+from schemahub_core.apps.cli.backfill import backfill
 from schemahub_core.apps.cli.context import Context, fail
 from schemahub_core.apps.cli.init import init
 from schemahub_core.apps.cli.live import live
@@ -53,6 +54,7 @@ cli.add_command(mappings)
 cli.add_command(replay)
 cli.add_command(live)
 cli.add_command(run_group)
+cli.add_command(backfill)
 cli.add_command(status)
 cli.add_command(audit)
 cli.add_command(maintain)

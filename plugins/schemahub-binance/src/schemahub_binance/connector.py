@@ -14,11 +14,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import requests
 
 from schemahub_core import (
+    ArchiveError,
+    ArchiveFile,
     Column,
     Connector,
     ConnectorError,
@@ -31,6 +36,10 @@ from schemahub_core import (
     RateLimit,
     Stream,
     VenuePolicy,
+    archive_periods,
+    csv_text_batches,
+    fetch_text,
+    parse_checksum,
     venue_session,
 )
 
@@ -38,6 +47,8 @@ TS = pa.timestamp("us", tz="UTC")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BASE_URL = "https://api.binance.com"
 WS_URL = "wss://stream.binance.com:9443"
+ARCHIVE_URL = "https://data.binance.vision"
+MICROS_FROM = datetime(2025, 1, 1, tzinfo=UTC)  # spot archive timestamps are µs from this day on, ms before
 PAGE_SIZE = 1000
 WEIGHTS = {"aggTrades": 4, "bookTicker": 2}
 
@@ -90,6 +101,34 @@ POLICY = VenuePolicy(
 )
 
 
+def archive_timestamps(text: pa.Array, file: ArchiveFile) -> pa.Array:
+    """A spot archive's time column (integer text) to timestamp[us, UTC]: ms before 2025-01-01, µs from then on.
+
+    Instants outside the file's day or month (a day of slack) are refused: the sign of a wrong time unit.
+    """
+    ints = pc.cast(text, pa.int64())
+    if file.start < MICROS_FROM:
+        ints = pc.multiply_checked(ints, 1000)
+    lo, hi = pc.min(ints).as_py(), pc.max(ints).as_py()
+    first, stop = _us(file.start - timedelta(days=1)), _us(file.end + timedelta(days=1))
+    if lo is not None and (lo < first or hi >= stop):
+        unit = "µs" if file.start >= MICROS_FROM else "ms"
+        raise ArchiveError(f"{file.name}: timestamps read as {unit} ({lo} .. {hi} µs since the epoch) fall outside "
+                           f"{file.start.date()} .. {file.end.date()}: spot files use ms before 2025-01-01, "
+                           "µs from then on")
+    return pc.cast(ints, TS)
+
+
+def _flags(text: pa.Array, column: str, name: str) -> pa.Array:
+    """``True``/``False`` (spot) or ``true``/``false`` (futures) to booleans; anything else is an error."""
+    lower = pc.utf8_lower(text)
+    known = pc.is_in(lower, pa.array(["true", "false"]))
+    if not pc.all(known).as_py():
+        raise ArchiveError(f"{name}: column {column!r} holds {text.filter(pc.invert(known))[0].as_py()!r}, "
+                           "expected True/False")
+    return pc.equal(lower, "true")
+
+
 def _us(moment: datetime) -> int:
     """Exact epoch microseconds (naive datetimes are UTC)."""
     if moment.tzinfo is None:
@@ -115,6 +154,60 @@ class BinanceConnector(Connector):
 
     def native_symbol(self, symbol: str) -> str:
         return symbol.replace("-", "").replace("/", "").upper()
+
+    # -- bulk archives: data.binance.vision spot aggTrades --------------------------------------------------------
+    @property
+    def archive_url(self) -> str:
+        """Option ``archive_url``; a ``base_url`` pointing elsewhere (the sandbox) serves the archives too."""
+        explicit = self.options.get("archive_url")
+        if explicit:
+            return str(explicit).rstrip("/")
+        return self.base_url if self.base_url != BASE_URL else ARCHIVE_URL
+
+    def server_time(self) -> datetime:
+        """The venue's clock (``/api/v3/time``, weight 1): which days and months are over, hence archived."""
+        body, _ = self.session.get_json(f"{self.base_url}/api/v3/time", None, 1)
+        if not isinstance(body, dict) or not isinstance(body.get("serverTime"), int):
+            raise ConnectorError(f"binance: /api/v3/time returned {body!r}")
+        return datetime.fromtimestamp(body["serverTime"] / 1000, UTC)
+
+    def archive_files(self, stream: str, symbol: str, since: datetime, until: datetime) -> list[ArchiveFile]:
+        """``data/spot/{monthly|daily}/aggTrades/SYMBOL/SYMBOL-aggTrades-{YYYY-MM|YYYY-MM-DD}.zip``: monthly files
+        for whole past months, daily files for the other days up to yesterday (venue time)."""
+        if stream != "trades":
+            raise ConnectorError(f"binance: stream {stream!r} has no archives (only trades: aggTrades)")
+        native = self.native_symbol(symbol)
+        files = []
+        for period in archive_periods(since, until, self.server_time()):
+            name = f"{native}-aggTrades-{period.label}.zip"
+            url = f"{self.archive_url}/data/spot/{period.kind}/aggTrades/{native}/{name}"
+            files.append(ArchiveFile(stream, symbol, name, url, period.start, period.end, period.kind,
+                                     f"{url}.CHECKSUM"))
+        return files
+
+    def archive_checksum(self, file: ArchiveFile) -> str | None:
+        """The sibling ``.CHECKSUM``: ``<sha256>  <zip name>`` (no trailing newline)."""
+        with requests.Session() as session:
+            return parse_checksum(fetch_text(session, file.checksum_url or f"{file.url}.CHECKSUM"), file.name)
+
+    def read_archive(self, file: ArchiveFile, path: Path) -> Iterator[pa.RecordBatch]:
+        """Rows ``agg id, price, qty, first id, last id, time, buyer is maker, best match`` (no header on spot
+        files; a header line, as USD-M files have, is skipped) as the ``trades`` raw columns."""
+        names = [c.name for c in TRADES.columns if c.name != "symbol"]
+        columns = [f"c{i}" for i in range(len(names))]
+        flags = {names[6], names[7]}
+        native = self.native_symbol(file.symbol)
+        for batch in csv_text_batches(path, file.name, columns):
+            arrays = [pa.repeat(pa.scalar(native, pa.string()), batch.num_rows)]
+            for name, text in zip(names, batch.columns[:len(names)], strict=True):
+                if name == names[5]:
+                    arrays.append(archive_timestamps(text, file))
+                elif name in flags:
+                    arrays.append(_flags(text, name, file.name))
+                else:
+                    arrays.append(text)  # numbers stay text: the stream's casts read them as from REST
+            arrays.append(batch.column(len(names)))
+            yield pa.RecordBatch.from_arrays(arrays, names=["symbol", *names, "_raw_payload"])
 
     def live_feed(self, symbols: Sequence[str]) -> BinanceLiveFeed:
         """``@bookTicker`` for ``symbols`` on one combined-stream connection (option ``ws_url``)."""

@@ -9,13 +9,28 @@ both time bounds are inclusive, ``m`` true means the buyer was the maker.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from schemahub_core.sandbox import Limit, MarketVenue, Quote, Trade, VenueApp, Verdict, bad_request, int_param
+from schemahub_core.sandbox import (
+    MARKET_START,
+    ArchiveShelf,
+    Limit,
+    MarketVenue,
+    Quote,
+    Trade,
+    VenueApp,
+    Verdict,
+    bad_request,
+    int_param,
+    to_ns,
+)
 
 SYMBOLS = {"BTCUSDT": ("BTC", "USDT"), "ETHUSDT": ("ETH", "USDT")}
 # Binance leads the simulated market: no lag, a USDT premium, the tightest spread, ms timestamps.
@@ -23,6 +38,9 @@ PROFILE = MarketVenue("binance", (0.0, 0.0), 0.00025, 0.3, {"BTC": 3.0, "ETH": 2
 WEIGHTS = {"aggTrades": 4, "bookTicker": 2, "exchangeInfo": 20, "ping": 1, "time": 1}
 MS = 1_000_000
 INVALID_SYMBOL = {"code": -1121, "msg": "Invalid symbol."}
+MICROS_FROM = datetime(2025, 1, 1, tzinfo=UTC)  # spot archives: µs timestamps from this day on, ms before
+ARCHIVE_NAME = re.compile(
+    r"^(?P<symbol>[A-Z0-9]+)-aggTrades-(?P<year>\d{4})-(?P<month>\d{2})(?:-(?P<day>\d{2}))?\.zip$")
 
 
 def _row(trade: Trade) -> dict:
@@ -38,6 +56,17 @@ def _row(trade: Trade) -> dict:
     }
 
 
+def archive_line(trade: Trade, micros: bool) -> str:
+    """One spot aggTrades archive line, from the same values as the REST row (no header, True/False)."""
+    row = _row(trade)
+    time = trade.time_ns // 1000 if micros else row["T"]
+    return f"{row['a']},{row['p']},{row['q']},{row['f']},{row['l']},{time},{row['m']},{row['M']}"
+
+
+def _next_month(day: datetime) -> datetime:
+    return datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC)
+
+
 class BinanceApp(VenueApp):
     name = "binance"
     weighted = True
@@ -46,8 +75,47 @@ class BinanceApp(VenueApp):
     symbols = {native: f"{base}-{quote}" for native, (base, quote) in SYMBOLS.items()}
     market_profile = PROFILE
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.archives = ArchiveShelf(self._archive_lines)
+
+    # -- data.binance.vision: data/spot/{daily|monthly}/aggTrades/SYMBOL/SYMBOL-aggTrades-{day|month}.zip[.CHECKSUM]
+    def _archive_lines(self, name: str) -> Iterator[str] | None:
+        """The file's lines, or None when Binance would have no such file: unknown symbol, before the simulated
+        market, or a day (month) that is not over yet at the sandbox clock."""
+        match = ARCHIVE_NAME.match(name)
+        if match is None or match["symbol"] not in SYMBOLS:
+            return None
+        start = datetime(int(match["year"]), int(match["month"]), int(match["day"] or 1), tzinfo=UTC)
+        end = _next_month(start) if match["day"] is None else start + timedelta(days=1)
+        if to_ns(end) > self.sandbox.clock.now_ns() or end <= MARKET_START:
+            return None
+        return self._trade_lines(SYMBOLS[match["symbol"]][0], to_ns(start), to_ns(end), start >= MICROS_FROM)
+
+    def _trade_lines(self, asset: str, start_ns: int, end_ns: int, micros: bool) -> Iterator[str]:
+        m = self.market
+        index, stop = m.index_at("binance", asset, start_ns), m.index_at("binance", asset, end_ns)
+        while index < stop:  # an hour of trades at a time: a monthly file never sits in memory as objects
+            trades = m.trades_from("binance", asset, index, min(100_000, stop - index), end_ns - 1)
+            if not trades:
+                return
+            for trade in trades:
+                yield archive_line(trade, micros)
+            index = trades[-1].index + 1
+
+    def archive(self, request: Request) -> Response:
+        name = request.path_params["file"]
+        checksum = name.endswith(".CHECKSUM")
+        name = name.removesuffix(".CHECKSUM")
+        expected = f"{request.path_params['symbol']}-aggTrades-"
+        if request.path_params["period"] not in ("daily", "monthly") or not name.startswith(expected) or \
+                (request.path_params["period"] == "daily") != (name.count("-") == 4):
+            return self.archives.serve("", checksum)  # 404
+        return self.archives.serve(name, checksum)
+
     def routes(self) -> list[Route]:
         return [
+            Route("/data/spot/{period}/aggTrades/{symbol}/{file}", self._archive_endpoint),
             self.route("/api/v3/aggTrades", self.agg_trades, WEIGHTS["aggTrades"]),
             self.route("/api/v3/ticker/bookTicker", self.book_ticker, WEIGHTS["bookTicker"]),
             self.route("/api/v3/exchangeInfo", self.exchange_info, WEIGHTS["exchangeInfo"]),
@@ -57,6 +125,15 @@ class BinanceApp(VenueApp):
             WebSocketRoute("/ws/{stream}", self.ws_raw),
             WebSocketRoute("/stream", self.ws_combined),
         ]
+
+    async def _archive_endpoint(self, request: Request) -> Response:
+        """Archives come from Binance's CDN: no request weight, no API faults."""
+        import anyio
+
+        self.stats.requests += 1
+        response = await anyio.to_thread.run_sync(self.archive, request)
+        self.stats.statuses[response.status_code] += 1
+        return response
 
     # -- WebSocket: raw /ws/<symbol>@bookTicker and combined /stream?streams=a/b ({"stream", "data"}) -----------
     @staticmethod

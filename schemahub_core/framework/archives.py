@@ -1,0 +1,234 @@
+"""Bulk archives: the part of the connector contract a plugin implements to land history from files.
+
+Venues publish their trade history as downloadable files (a zip per day or month
+with a published checksum). Reading them is venue knowledge, so it lives in the
+plugin; landing them exactly once is the engine's (``engine/archives.py``). A
+connector that has archives implements four methods (see ``Connector``):
+``archive_files`` lists the files covering a window, ``archive_checksum`` reads
+the venue's published sha256 for one, ``download_archive`` fetches it (the
+default, ``download``, is a plain streamed GET) and ``read_archive`` streams the
+downloaded file's rows as Arrow record batches in the stream's raw columns plus
+``_raw_payload`` (the original line).
+
+This module holds what plugins share: the file description, the errors, the
+monthly-or-daily plan, the streamed download and a bounded-memory reader for the
+headerless CSV members such zips hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import requests
+
+PAYLOAD = "_raw_payload"
+BLOCK_SIZE = 8 << 20  # bytes of CSV per record batch: ~100k trade rows, a few tens of MB of Arrow memory
+
+
+class ArchiveError(RuntimeError):
+    """An archive file cannot be landed (bad checksum, broken zip, unreadable rows): one line, the file named."""
+
+
+class ArchiveMissing(ArchiveError):
+    """The venue has no such file (HTTP 404): a day not published (yet), or never."""
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """One archive file of a (stream, symbol): where it is and which event times it covers, ``[start, end)``.
+
+    ``name`` is the venue's file name, unique per (stream, symbol): with the
+    checksum it identifies what landed, so a rerun skips the file and a
+    replaced file (same name, new checksum) is noticed.
+    """
+
+    stream: str
+    symbol: str  # canonical, as given to ``run ingest``
+    name: str
+    url: str
+    start: datetime
+    end: datetime
+    period: str = "daily"  # "daily" or "monthly": how the venue cut the file
+    checksum_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Period:
+    """A calendar day or month in UTC, ``[start, end)``."""
+
+    kind: str  # "daily" | "monthly"
+    start: datetime
+    end: datetime
+
+    @property
+    def label(self) -> str:
+        """``YYYY-MM-DD`` for a day, ``YYYY-MM`` for a month (how venues name their files)."""
+        return self.start.strftime("%Y-%m-%d" if self.kind == "daily" else "%Y-%m")
+
+
+def _aware(moment: datetime) -> datetime:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _day(moment: datetime | date) -> datetime:
+    if isinstance(moment, datetime):
+        moment = _aware(moment)
+    return datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+
+
+def _next_month(day: datetime) -> datetime:
+    return datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC)
+
+
+def archive_periods(since: datetime, until: datetime, now: datetime, *, monthly: bool = True) -> list[Period]:
+    """The files to ask for to cover ``[since, until)``: monthly files for whole months that are over at ``now``
+    (when the venue has them), daily files for the other days. ``since`` is floored and ``until`` rounded up to
+    whole days; days from ``now``'s on are left out: no venue has published them yet."""
+    start, stop = _day(since), _day(until)
+    if stop < _aware(until):
+        stop += timedelta(days=1)
+    stop = min(stop, _day(now))
+    out: list[Period] = []
+    day = start
+    while day < stop:
+        month_end = _next_month(day)
+        if monthly and day.day == 1 and month_end <= stop and month_end <= _day(now).replace(day=1):
+            out.append(Period("monthly", day, month_end))
+            day = month_end
+        else:
+            out.append(Period("daily", day, day + timedelta(days=1)))
+            day += timedelta(days=1)
+    return out
+
+
+def parse_checksum(text: str, name: str) -> str:
+    """The sha256 in a ``sha256sum`` line (``<hex>  <file name>``), checked to name ``name``."""
+    parts = text.strip().split()
+    if not parts or len(parts[0]) != 64 or any(c not in "0123456789abcdefABCDEF" for c in parts[0]):
+        raise ArchiveError(f"{name}: unreadable checksum file: {text[:80]!r}")
+    if len(parts) > 1 and parts[-1].lstrip("*") != name:
+        raise ArchiveError(f"{name}: the checksum file names {parts[-1]!r}, not this file")
+    return parts[0].lower()
+
+
+_RETRYABLE = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
+def _get(session: requests.Session, url: str, retries: int, stream: bool) -> requests.Response:
+    """GET through transient faults; 404 -> ``ArchiveMissing``, other client errors -> ``ArchiveError``."""
+    problem, name = "", url.rsplit("/", 1)[-1].removesuffix(".CHECKSUM")
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(min(5.0, 0.2 * 2 ** attempt))
+        try:
+            response = session.get(url, stream=stream, timeout=60)
+        except _RETRYABLE as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            continue
+        if response.status_code == 404:
+            raise ArchiveMissing(f"{name}: not published (HTTP 404 at {url})")
+        if response.status_code == 429 or response.status_code >= 500:
+            problem = f"HTTP {response.status_code}"
+            response.close()
+            continue
+        if response.status_code >= 400:
+            raise ArchiveError(f"{name}: HTTP {response.status_code} at {url}")
+        return response
+    raise ArchiveError(f"{name}: {problem} (gave up after {retries} retries)")
+
+
+def fetch_text(session: requests.Session, url: str, retries: int = 4) -> str:
+    """A small text file (a ``.CHECKSUM``)."""
+    return _get(session, url, retries, stream=False).text
+
+
+def download(session: requests.Session, url: str, out: BinaryIO, on_bytes: Callable[[int, int | None], None],
+             retries: int = 4) -> None:
+    """Stream ``url`` into ``out``, reporting (bytes so far, total or None); a cut-off transfer is retried whole."""
+    name = url.rsplit("/", 1)[-1]
+    for attempt in range(retries + 1):
+        response = _get(session, url, retries, stream=True)
+        total = int(response.headers["Content-Length"]) if response.headers.get("Content-Length", "").isdigit() \
+            else None
+        out.seek(0)
+        out.truncate()
+        done = 0
+        try:
+            for chunk in response.iter_content(1 << 20):
+                out.write(chunk)
+                done += len(chunk)
+                on_bytes(done, total)
+        except _RETRYABLE as exc:
+            if attempt == retries:
+                raise ArchiveError(f"{name}: download cut off after {done} bytes: {exc}") from None
+            continue
+        finally:
+            response.close()
+        if total is not None and done != total:
+            if attempt == retries:
+                raise ArchiveError(f"{name}: download cut off at {done} of {total} bytes")
+            continue
+        return
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def zip_member(path: Path, name: str) -> tuple[zipfile.ZipFile, zipfile.ZipInfo]:
+    """The zip's single data member (venues put one CSV in each zip); ``ArchiveError`` if the zip is broken."""
+    try:
+        archive = zipfile.ZipFile(path)
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        if len(members) != 1:
+            archive.close()
+            raise ArchiveError(f"{name}: expected one file in the zip, found {len(members)}")
+        return archive, members[0]
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ArchiveError(f"{name}: not a readable zip (truncated or corrupt): {exc}") from None
+
+
+def csv_text_batches(path: Path, name: str, columns: Sequence[str], *, header: bool | None = None,
+                     block_size: int | None = None) -> Iterator[pa.RecordBatch]:
+    """Stream the CSV in zip ``path`` as record batches of text columns named ``columns``, plus
+    ``_raw_payload``: the line as the file has it (its fields joined by commas; these files quote nothing).
+
+    ``header`` None: a first line whose first field is not a number is a header and skipped (Binance's USD-M
+    files have one since 2022-08, its spot files never). Reading is pyarrow's streaming CSV reader over the
+    decompressing zip stream: memory is a few blocks, whatever the file's size. A corrupt member (bad CRC,
+    cut deflate stream) raises ``ArchiveError``.
+    """
+    archive, member = zip_member(path, name)
+    try:
+        if header is None:
+            with archive.open(member) as stream:
+                first = stream.read(64).split(b",", 1)[0].strip().lstrip(b"-")
+            header = bool(first) and not first.replace(b".", b"", 1).isdigit()
+        with archive, archive.open(member) as stream:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(column_names=list(columns), skip_rows=1 if header else 0,
+                                               block_size=block_size or BLOCK_SIZE),
+                parse_options=pacsv.ParseOptions(quote_char=False),
+                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                                     strings_can_be_null=False),
+            )
+            for batch in reader:
+                line = pc.binary_join_element_wise(*batch.columns, ",")
+                yield pa.RecordBatch.from_arrays([*batch.columns, line], names=[*columns, PAYLOAD])
+    except (zipfile.BadZipFile, EOFError, OSError, pa.ArrowInvalid) as exc:
+        raise ArchiveError(f"{name}: cannot read {member.filename}: {str(exc).splitlines()[0]}") from None

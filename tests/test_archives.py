@@ -1,0 +1,208 @@
+"""Bulk archives -> raw, exactly once per file, against the simulated Binance archives on 127.0.0.1.
+
+Real pieces: the sandbox's zips and CHECKSUMs over HTTP, the Binance plugin's reader, a real SQLite catalog,
+``schemahub backfill`` in child processes (SIGKILLed at commit points). To keep the suite lean the simulated
+Binance here trades a tenth of its default rate (about 17k ETHUSDT trades a day); the module's sandbox builds
+each file once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from schemahub_binance.sandbox import BinanceApp
+
+from schemahub_core.apps.pipeline import run_unify
+from schemahub_core.engine.archives import archive_key, backfill
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.ingest import ingest
+from schemahub_core.framework.config import Settings, default_catalog
+from schemahub_core.framework.registry import get_registry
+from schemahub_core.sandbox import Sandbox, SandboxConfig
+
+NS = "schemahub"
+D7, D8, D9 = (datetime(2024, 2, d, tzinfo=UTC) for d in (7, 8, 9))
+DAY = timedelta(days=1)
+SCHEMAHUB = [sys.executable, "-m", "schemahub_core"]
+
+
+class QuietBinance(BinanceApp):
+    """The simulated Binance at a tenth of its trade rate: same wire format, archives and rules."""
+
+    market_profile = replace(BinanceApp.market_profile, rate={"BTC": 0.3, "ETH": 0.2})
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    config = SandboxConfig.fast()
+    config.venues = {"binance": QuietBinance}
+    with Sandbox(config) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _clean_archive_faults(sandbox):
+    yield
+    sandbox.venues["binance"].archives.clear()
+
+
+def settings(home: Path) -> Settings:
+    return Settings(home=home, catalog=default_catalog(home), mappings_dir=home / "no-mapping-files")
+
+
+def raw(home: Path) -> pa.Table:
+    return open_catalog(settings(home)).load_table((NS, "raw_binance_trades")).scan().to_arrow()
+
+
+def truth(sandbox, since: datetime, until: datetime) -> list:
+    """The simulated ETHUSDT trades in ``[since, until)``, straight from the market."""
+    ids = sandbox.expected_trade_ids("binance", "ETHUSDT", since, until)
+    market = sandbox.market
+    first = market.index_of_id("binance", ids[0])
+    return market.trades_from("binance", "ETH", first, len(ids), 10**20)
+
+
+def land(sandbox, home: Path, since: datetime, until: datetime, **kw) -> list:
+    return backfill(open_catalog(settings(home)), NS, get_registry(), "binance", since=since, until=until,
+                    symbols=["ETH-USDT"], options=sandbox.connector_options("binance"), **kw)
+
+
+def cli(sandbox, home: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **sandbox.env(), "SCHEMAHUB_HOME": str(home)}
+    env.pop("SCHEMAHUB_TEST_FAULT", None)
+    env.pop("SCHEMAHUB_CONFIG", None)
+    if fault:
+        env["SCHEMAHUB_TEST_FAULT"] = fault
+    return subprocess.run([*SCHEMAHUB, "backfill", "binance", "--symbols", "ETH-USDT", *args], capture_output=True,
+                          text=True, env=env, cwd=home.parent, timeout=300)
+
+
+def test_archive_days_then_rest_forward_unify_to_the_truth_and_rows_equal_rest_rows(sandbox, tmp_path):
+    home = tmp_path / "home"
+    [day] = land(sandbox, home, D7, D8)
+    assert (day.file, day.status, day.commits) == ("ETHUSDT-aggTrades-2024-02-07.zip", "landed", 1)
+    until = D8 + timedelta(minutes=20)  # REST carries on from the archive's last trade
+    [rest] = ingest(open_catalog(settings(home)), NS, get_registry(), "binance", streams=["trades"],
+                    symbols=["ETH-USDT"], until=until, pages_per_commit=50,
+                    options=sandbox.connector_options("binance"))
+    assert rest.error is None and rest.landed > 0
+    assert run_unify(settings(home), get_registry(), "trades_unified", catalog=open_catalog(settings(home))).error \
+        is None
+    unified = open_catalog(settings(home)).load_table((NS, "trades_unified")).scan().to_arrow()
+    got = Counter(zip(*(unified.column(c).to_pylist() for c in ("trade_id", "side", "price", "quantity",
+                                                                  "trade_ts")), strict=True))
+    want = Counter((str(t.id), t.taker.upper(), float(f"{t.price:.8f}"), float(f"{t.qty:.8f}"),
+                    datetime.fromtimestamp(t.time_ns // 1000 / 1e6, UTC).replace(
+                        microsecond=(t.time_ns // 1000) % 1_000_000)) for t in truth(sandbox, D7, until))
+    assert got == want and max(got.values()) == 1
+
+    # the same trades through REST alone, in another home: raw rows identical but for the payload
+    other = tmp_path / "rest-only"
+    window = (D7 + timedelta(hours=12), D7 + timedelta(hours=13))
+    ingest(open_catalog(settings(other)), NS, get_registry(), "binance", streams=["trades"], symbols=["ETH-USDT"],
+           since=window[0], until=window[1], pages_per_commit=50, options=sandbox.connector_options("binance"))
+    rest_rows = raw(other)
+    ids = rest_rows.column("a")
+    archived = raw(home)
+    archived = archived.filter(pc.is_in(archived.column("a"), ids)).sort_by("a")
+    rest_rows = rest_rows.sort_by("a")
+    same = [c for c in rest_rows.column_names if c not in ("_raw_payload", "_source_ingest_ts")]
+    assert rest_rows.num_rows > 300 and archived.select(same).equals(rest_rows.select(same))
+    line = archived.column("_raw_payload")[0].as_py()
+    assert line.split(",")[0] == str(archived.column("a")[0].as_py()) and line.endswith(",True")
+    assert json.loads(rest_rows.column("_raw_payload")[0].as_py())["a"] == rest_rows.column("a")[0].as_py()
+
+
+def _one_line_errors(stderr: str) -> list[str]:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr and all(line.startswith("error: ") for line in lines), stderr
+    return lines
+
+
+def test_bad_checksum_truncated_zip_and_404_fail_alone_and_a_rerun_lands_nothing(sandbox, tmp_path):
+    home = tmp_path / "home"
+    shelf = sandbox.venues["binance"].archives
+    shelf.fault("ETHUSDT-aggTrades-2024-02-07.zip", "bad_checksum")
+    shelf.fault("ETHUSDT-aggTrades-2024-02-08.zip", "truncated")
+    # 2024-02-06 is before the simulated market: never published, HTTP 404
+    first = cli(sandbox, home, "--since", "2024-02-06", "--until", "2024-02-10", "--json")
+    assert first.returncode == 1
+    errors = _one_line_errors(first.stderr)
+    assert len(errors) == 3
+    assert "ETHUSDT-aggTrades-2024-02-06.zip: not published (HTTP 404" in errors[0]
+    assert "ETHUSDT-aggTrades-2024-02-07.zip: checksum mismatch" in errors[1]
+    assert "ETHUSDT-aggTrades-2024-02-08.zip: not a readable zip" in errors[2]
+    summary = {f["file"]: f for f in json.loads(first.stdout)}
+    assert [f["status"] for f in summary.values()] == ["failed", "failed", "failed", "landed"]
+    expected = [t.id for t in truth(sandbox, D9, D9 + DAY)]
+    assert sorted(raw(home).column("a").to_pylist()) == expected  # only the good file landed
+    snapshots = len(open_catalog(settings(home)).load_table((NS, "raw_binance_trades")).metadata.snapshots)
+
+    again = cli(sandbox, home, "--since", "2024-02-06", "--until", "2024-02-10", "--json")
+    assert again.returncode == 1 and len(_one_line_errors(again.stderr)) == 3
+    assert [f["status"] for f in json.loads(again.stdout)] == ["failed", "failed", "failed", "skipped"]
+    table = open_catalog(settings(home)).load_table((NS, "raw_binance_trades"))
+    assert len(table.metadata.snapshots) == snapshots and table.scan().to_arrow().num_rows == len(expected)
+
+
+def test_a_replaced_file_lands_only_its_new_rows(sandbox, tmp_path):
+    home, name = tmp_path / "home", "ETHUSDT-aggTrades-2024-02-08.zip"
+    shelf = sandbox.venues["binance"].archives
+    shelf.fault(name, "short")  # published without its last rows, as Binance's cut-off files were
+    [short] = land(sandbox, home, D8, D8 + DAY)
+    shelf.replace(name)
+    [fixed] = land(sandbox, home, D8, D8 + DAY)
+    ids = [t.id for t in truth(sandbox, D8, D8 + DAY)]
+    assert short.status == "landed" and short.landed < len(ids)
+    assert (fixed.status, fixed.rows, fixed.landed, fixed.deduplicated) == \
+        ("replaced", len(ids), len(ids) - short.landed, short.landed)
+    assert fixed.sha256 != short.sha256
+    assert sorted(raw(home).column("a").to_pylist()) == ids
+    table = open_catalog(settings(home)).load_table((NS, "raw_binance_trades"))
+    record = json.loads(table.current_snapshot().summary.additional_properties[archive_key("trades", "ETH-USDT",
+                                                                                             name)])
+    assert record["sha256"] == fixed.sha256 and record["done"] and (record["first_id"], record["last_id"]) == \
+        (ids[0], ids[-1])
+    assert land(sandbox, home, D8, D8 + DAY)[0].status == "skipped"
+
+
+COMMITS = 5  # 17k rows at 4k per commit
+
+
+def _killed_then_rerun(sandbox, tmp_path: Path, seed: int) -> tuple[Path, list[int]]:
+    home = tmp_path / f"seed-{seed}" / "home"
+    home.parent.mkdir(parents=True)
+    point = ("archive.before-commit", "archive.after-commit")[seed % 2]
+    fault = f"{point}:{1 + seed * 3 % COMMITS}"
+    args = ("--since", "2024-02-07", "--until", "2024-02-08", "--rows-per-commit", "4000", "--json")
+    killed = cli(sandbox, home, *args, fault=fault)
+    assert killed.returncode == -9, (fault, killed.stderr)
+    done = cli(sandbox, home, *args)
+    assert done.returncode == 0, done.stderr
+    return home, [f["landed"] for f in json.loads(done.stdout)]
+
+
+def test_sigkill_at_any_commit_of_a_backfill_leaves_the_table_exact(sandbox, tmp_path):
+    expected = [t.id for t in truth(sandbox, D7, D8)]
+    sandbox.venues["binance"].archives.build("ETHUSDT-aggTrades-2024-02-07.zip")  # built once, before the clock
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda seed: _killed_then_rerun(sandbox, tmp_path, seed), range(10)))
+    for seed, (home, landed) in enumerate(results):
+        rows = raw(home)
+        assert sorted(rows.column("a").to_pylist()) == expected, seed  # nothing lost, nothing doubled
+        assert landed[0] <= len(expected) and rows.column("_raw_payload").null_count == 0
+        record = json.loads(open_catalog(settings(home)).load_table((NS, "raw_binance_trades")).current_snapshot()
+                            .summary.additional_properties[archive_key("trades", "ETH-USDT",
+                                                                       "ETHUSDT-aggTrades-2024-02-07.zip")])
+        assert record["done"] and record["rows"] == len(expected)
