@@ -45,9 +45,11 @@ class ArchiveShelf:
     has no such file. Use ``serve(name, checksum=...)`` from a route.
     """
 
-    def __init__(self, lines: Callable[[str], Iterable[str] | None], cache_files: int = 64) -> None:
+    def __init__(self, lines: Callable[[str], Iterable[str] | None], cache_files: int = 64,
+                 version: Callable[[str], object] = lambda name: None) -> None:
         self._lines = lines
-        self._cache: OrderedDict[tuple[str, bool], Built] = OrderedDict()
+        self._version = version  # whatever else changes a file's content (e.g. a standing fault): part of the key
+        self._cache: OrderedDict[tuple[str, bool, object], Built] = OrderedDict()
         self._cache_files = cache_files
         self._lock = threading.Lock()
         self.faults: dict[str, str] = {}  # file name -> fault kind
@@ -69,7 +71,7 @@ class ArchiveShelf:
     def build(self, name: str) -> Built | None:
         """The file as currently published (cached), or None if it does not exist."""
         short = self.faults.get(name) == "short"
-        key = (name, short)
+        key = (name, short, self._version(name))
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)

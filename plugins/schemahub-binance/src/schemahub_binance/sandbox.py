@@ -77,7 +77,7 @@ class BinanceApp(VenueApp):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.archives = ArchiveShelf(self._archive_lines)
+        self.archives = ArchiveShelf(self._archive_lines, version=self._archive_version)
 
     # -- data.binance.vision: data/spot/{daily|monthly}/aggTrades/SYMBOL/SYMBOL-aggTrades-{day|month}.zip[.CHECKSUM]
     def _archive_lines(self, name: str) -> Iterator[str] | None:
@@ -90,16 +90,21 @@ class BinanceApp(VenueApp):
         end = _next_month(start) if match["day"] is None else start + timedelta(days=1)
         if to_ns(end) > self.sandbox.clock.now_ns() or end <= MARKET_START:
             return None
-        return self._trade_lines(SYMBOLS[match["symbol"]][0], to_ns(start), to_ns(end), start >= MICROS_FROM)
+        return self._trade_lines(match["symbol"], to_ns(start), to_ns(end), start >= MICROS_FROM)
 
-    def _trade_lines(self, asset: str, start_ns: int, end_ns: int, micros: bool) -> Iterator[str]:
-        m = self.market
+    def _archive_version(self, name: str) -> object:
+        """What else shapes a file's content: the ids a standing ``drop_ids`` fault leaves out."""
+        symbol = name.split("-", 1)[0]
+        return tuple(self.sandbox.faults.dropped(self.name, {symbol, self.symbols.get(symbol, symbol)}))
+
+    def _trade_lines(self, native: str, start_ns: int, end_ns: int, micros: bool) -> Iterator[str]:
+        m, asset = self.market, SYMBOLS[native][0]
         index, stop = m.index_at("binance", asset, start_ns), m.index_at("binance", asset, end_ns)
         while index < stop:  # an hour of trades at a time: a monthly file never sits in memory as objects
             trades = m.trades_from("binance", asset, index, min(100_000, stop - index), end_ns - 1)
             if not trades:
                 return
-            for trade in trades:
+            for trade in self.served(native, trades):  # the same holes as REST when ids are dropped
                 yield archive_line(trade, micros)
             index = trades[-1].index + 1
 
