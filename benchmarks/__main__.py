@@ -28,6 +28,7 @@ BENCHMARKS = {
     "commit_history": "benchmarks.commit_history",
     "partitions": "benchmarks.partitions",
     "sql_query": "benchmarks.sql_query",
+    "archive": "benchmarks.archive",
 }
 RESULTS = Path(__file__).parent / "results"
 
