@@ -22,10 +22,14 @@ id in the same commit, so ``run ingest`` carries on where the archive ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,36 +113,53 @@ class FileBackfill:
                      last_ts_key(stream.name, file.symbol))
 
     def run(self) -> FileStats:
-        started = time.monotonic()
+        """Fetch then land (``fetch`` may have run already, in the background, while the previous file landed)."""
+        return self.land(self.fetch())
+
+    def fetch(self) -> Path | None:
+        """Checksum, skip check, download and verification; the verified file's path (None: skip or failed)."""
+        self._started = time.monotonic()
         try:
-            self._run()
-        except (ArchiveError, ConnectorError) as exc:
-            self.stats.status, self.stats.error = "failed", str(exc)
-        except Exception as exc:  # a bug or an unexpected venue answer: still one line, the others go on
-            self.stats.status, self.stats.error = "failed", f"{self.file.name}: {type(exc).__name__}: {exc}"
-        self.stats.seconds = round(time.monotonic() - started, 3)
+            expected = self.connector.archive_checksum(self.file)
+            recorded = _Done.parse(self.sink.progress(self.table).get(self.key))
+            if recorded is not None and recorded.done and expected is not None and recorded.sha256 == expected:
+                self.stats.status, self.stats.sha256 = "skipped", expected
+                return None
+            path = self.workdir / self.file.name
+            with open(path, "wb") as out:
+                self.connector.download_archive(self.file, out, self._bytes)
+            actual = sha256_of(path)
+            self.stats.sha256 = actual
+            if expected is not None and actual != expected:
+                path.unlink()
+                raise ArchiveError(f"{self.file.name}: checksum mismatch: the venue publishes {expected[:12]}..., "
+                                   f"the download is {actual[:12]}...; nothing from this file landed")
+            return path
+        except Exception as exc:
+            self._failed(exc)
+            return None
+
+    def land(self, path: Path | None) -> FileStats:
+        """Land the verified file at ``path`` (if any) and report the file's final stats."""
+        try:
+            if path is not None:
+                self._land(path, self.stats.sha256 or sha256_of(path))
+        except Exception as exc:
+            self._failed(exc)
+        finally:
+            if path is not None:
+                path.unlink(missing_ok=True)
+        self.stats.seconds = round(time.monotonic() - getattr(self, "_started", time.monotonic()), 3)
         self.on_progress(self.stats)
         return self.stats
 
-    def _run(self) -> None:
-        expected = self.connector.archive_checksum(self.file)
-        recorded = _Done.parse(self.sink.progress(self.table).get(self.key))
-        if recorded is not None and recorded.done and expected is not None and recorded.sha256 == expected:
-            self.stats.status, self.stats.sha256 = "skipped", expected
-            return
-        path = self.workdir / self.file.name
-        with open(path, "wb") as out:
-            self.connector.download_archive(self.file, out, self._bytes)
-        actual = sha256_of(path)
-        self.stats.sha256 = actual
-        if expected is not None and actual != expected:
-            path.unlink()
-            raise ArchiveError(f"{self.file.name}: checksum mismatch: the venue publishes {expected[:12]}..., "
-                               f"the download is {actual[:12]}...; nothing from this file landed")
-        try:
-            self._land(path, actual)
-        finally:
-            path.unlink(missing_ok=True)
+    def _failed(self, exc: Exception) -> None:
+        """One line per failed file; the other files go on."""
+        self.stats.status = "failed"
+        if isinstance(exc, (ArchiveError, ConnectorError)):
+            self.stats.error = str(exc)
+        else:  # a bug or an unexpected venue answer: still one line
+            self.stats.error = f"{self.file.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
     def _bytes(self, done: int, total: int | None) -> None:
         self.stats.bytes, self.stats.total_bytes = done, total
@@ -223,7 +244,7 @@ class FileBackfill:
     def _stream(self, path: Path, sha: str, skip: int, replaced: bool) -> bool:
         """Commit the file's chunks after ``skip``; False if a concurrent writer moved this file's progress."""
         landed_rows = skip
-        chunks = self._batches(path, skip)
+        chunks = read_ahead(self._batches(path, skip))
         chunk = next(chunks, None)
         while chunk is not None:
             following = next(chunks, None)  # look ahead: the last chunk's commit marks the file done
@@ -294,6 +315,44 @@ class FileBackfill:
         return None
 
 
+def read_ahead(chunks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """``chunks``, read (parsed, cast) one chunk ahead in a thread: parsing overlaps the commit's Parquet writing.
+
+    Both release the GIL (pyarrow's CSV reader and casts, the Parquet writer), so on two cores a file lands in
+    about the time of the slower half. At most one chunk waits in the queue.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stop, end = threading.Event(), object()
+
+    def work() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        ready.put(chunk, timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(end)
+        except BaseException as exc:  # handed to the consumer, raised there
+            ready.put(exc)
+
+    reader = threading.Thread(target=work, name="schemahub-archive-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.05)
+
+
 def backfill(
     catalog: Catalog,
     namespace: str,
@@ -334,7 +393,13 @@ def backfill(
                                                 chosen.event_time), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
     sink = IcebergSink(catalog, namespace)
     report = on_progress or (lambda stats: None)
-    with tempfile.TemporaryDirectory(prefix="schemahub-archive-") as tmp:
-        return [FileBackfill(sink, registry, connector, chosen, f, raw_payload=raw_payload,
-                             rows_per_commit=rows_per_commit, workdir=Path(tmp), on_progress=report).run()
-                for f in files]
+    with tempfile.TemporaryDirectory(prefix="schemahub-archive-") as tmp, ThreadPoolExecutor(1) as downloads:
+        jobs = [FileBackfill(sink, registry, connector, chosen, f, raw_payload=raw_payload,
+                             rows_per_commit=rows_per_commit, workdir=Path(tmp), on_progress=report) for f in files]
+        results = []
+        ahead: Future | None = downloads.submit(jobs[0].fetch) if jobs else None
+        for i, job in enumerate(jobs):  # the next file downloads while this one lands
+            path = ahead.result() if ahead is not None else None
+            ahead = downloads.submit(jobs[i + 1].fetch) if i + 1 < len(jobs) else None
+            results.append(job.land(path))
+        return results

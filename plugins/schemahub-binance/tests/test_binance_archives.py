@@ -58,7 +58,7 @@ def test_a_real_spot_file_streams_every_row_with_its_line_as_payload():
     first = rows.slice(0, 1).to_pylist()[0]
     assert first["symbol"] == "PEPEUSDT" and first["a"] == "60953854" and first["p"] == "0.00000908"
     assert first["T"] == datetime(2024, 10, 27, 0, 0, 2, 368000, tzinfo=UTC)  # 1729987202368 ms
-    assert (first["m"], first["M"]) == (False, True)
+    assert (first["m"], first["M_best_match"]) == (False, True)  # M lands as M_best_match, as from REST
     ids = [int(a) for a in rows.column("a").to_pylist()]
     assert ids == list(range(ids[0], ids[0] + len(ids)))  # contiguous aggregate ids, in file order
     times = rows.column("T").to_pylist()
