@@ -170,9 +170,9 @@ def test_cli_serves_the_sandbox_on_the_given_port():
         while True:
             try:
                 body = requests.get(f"http://127.0.0.1:{port}/binance/api/v3/aggTrades",
-                                    params={"symbol": "BTCUSDT", "limit": 2}, timeout=1).json()
+                                    params={"symbol": "BTCUSDT", "limit": 2}, timeout=10).json()
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # starting, or busy generating its first hour
                 assert time.monotonic() < deadline and proc.poll() is None, "sandbox did not start"
                 time.sleep(0.1)
         assert len(body) == 2 and {"a", "p", "q", "f", "l", "T", "m", "M"} == set(body[0])
