@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, EqualTo
 
+from schemahub_core.engine.drift import drift_summary
 from schemahub_core.engine.raw import Rejected, cast_records
 from schemahub_core.engine.sink import IcebergSink, retry_transient
 from schemahub_core.engine.state import cursor_key, decode_cursor, encode_cursor, last_ts_key, rows_key
@@ -182,6 +183,7 @@ class StreamIngest:
         if any(t is not None for t in times):
             progress[tkey] = max(t for t in times if t is not None).isoformat()
         progress = {k: v for k, v in progress.items() if v is not None}
+        progress.update(drift_summary(self.stream, self.symbol, pages))
         snapshot_id = self.sink.publish(self.table, batch, progress, expect={ckey: self.committed[ckey]},
                                         stage="ingest")
         if snapshot_id is None:

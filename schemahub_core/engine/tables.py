@@ -128,6 +128,11 @@ def _iceberg_type(t: pa.DataType) -> IcebergType:
     raise TypeError(f"unsupported column type {t}")
 
 
+def iceberg_field_type(dtype: pa.DataType) -> IcebergType:
+    """The Iceberg type a raw or unified column of Arrow type ``dtype`` gets (also for columns added later)."""
+    return _iceberg_type(dtype)
+
+
 def iceberg_schema(schema: pa.Schema) -> Schema:
     return Schema(*[
         NestedField(i, f.name, _iceberg_type(f.type), required=not f.nullable)

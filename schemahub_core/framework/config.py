@@ -29,6 +29,7 @@ class Settings:
     namespace: str = "schemahub"
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     mappings_dir: Path = Path("config") / "mappings"
+    streams_dir: Path = Path("config") / "streams"  # user-level stream overrides (framework/streams.py)
     raw_payload: bool = True
     sink: str = "iceberg"
     config_path: Path | None = None
@@ -66,7 +67,7 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     elif explicit:
         raise ConfigError(f"{path}: config file not found (from --config or SCHEMAHUB_CONFIG)")
-    known = {"home", "catalog", "namespace", "connectors", "mappings_dir", "raw_payload", "sink"}
+    known = {"home", "catalog", "namespace", "connectors", "mappings_dir", "streams_dir", "raw_payload", "sink"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -83,6 +84,7 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
         namespace=str(data.get("namespace", "schemahub")),
         connectors=connectors,
         mappings_dir=Path(data.get("mappings_dir", Path("config") / "mappings")),
+        streams_dir=Path(data.get("streams_dir", Path("config") / "streams")),
         raw_payload=bool(data.get("raw_payload", True)),
         sink=str(data.get("sink", "iceberg")),
         config_path=path if path.is_file() else None,

@@ -12,9 +12,16 @@ filling each page past them as a real venue with a hole would, so a client sees 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field
+from datetime import UTC, datetime
+from typing import Any
 
-KINDS = ("429", "5xx", "timeout", "malformed_body", "malformed_row", "rate_limit_body", "418", "drop_ids")
+from schemahub_core.sandbox.market import to_ns
+
+KINDS = ("429", "5xx", "timeout", "malformed_body", "malformed_row", "rate_limit_body", "418", "drop_ids",
+         "new_field")
+STANDING = ("drop_ids", "new_field")  # stand until cleared instead of firing on requests
 
 
 @dataclass
@@ -22,7 +29,9 @@ class Fault:
     """``kind``: 429 (with ``retry_after``), 5xx (``status``), timeout (answer after ``delay`` s),
     malformed_body (truncated JSON), malformed_row (one corrupt row), rate_limit_body (Kraken's 200 body),
     drop_ids (leave out the trades whose ids fall in ``ids``, ``[[lo, hi], ...]`` inclusive, of ``symbol``, native
-    or canonical, or of every symbol when empty; stands until the faults are cleared)."""
+    or canonical, or of every symbol when empty; stands until the faults are cleared), new_field (schema drift:
+    every trade at or after ``after``, an ISO-8601 instant, carries ``field`` = ``value`` in the venue's rows;
+    stands until cleared)."""
 
     venue: str
     kind: str
@@ -31,8 +40,11 @@ class Fault:
     status: int = 503
     delay: float = 2.0
     path: str = ""
-    ids: list[tuple[int, int]] = field(default_factory=list)
+    ids: list[tuple[int, int]] = dataclass_field(default_factory=list)
     symbol: str = ""
+    field: str = ""
+    value: Any = None
+    after: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -43,6 +55,20 @@ class Fault:
             raise ValueError(f"ids must be [lo, hi] pairs of integers, got {self.ids!r}") from None
         if self.kind == "drop_ids" and (not self.ids or any(lo > hi for lo, hi in self.ids)):
             raise ValueError("drop_ids needs ids: one or more [lo, hi] ranges with lo <= hi")
+        if self.kind == "new_field":
+            if not self.field:
+                raise ValueError("new_field needs field (and value; after is optional)")
+            try:
+                self.after_ns  # noqa: B018 - validates the instant now, not at the first request
+            except ValueError:
+                raise ValueError(f"after must be an ISO-8601 instant, got {self.after!r}") from None
+
+    @property
+    def after_ns(self) -> int:
+        if not self.after:
+            return 0
+        moment = datetime.fromisoformat(self.after.replace("Z", "+00:00"))
+        return to_ns(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 class Faults:
@@ -63,7 +89,7 @@ class Faults:
         """The fault for this request, if one is queued (and count it down)."""
         with self._lock:
             for fault in self._queue:
-                if fault.kind != "drop_ids" and fault.venue == venue and fault.path in path:
+                if fault.kind not in STANDING and fault.venue == venue and fault.path in path:
                     fault.count -= 1
                     if fault.count <= 0:
                         self._queue.remove(fault)
@@ -76,6 +102,12 @@ class Faults:
         with self._lock:
             return [r for f in self._queue if f.kind == "drop_ids" and f.venue == venue
                     and (not f.symbol or f.symbol in symbols) for r in f.ids]
+
+    def extra_fields(self, venue: str, t_ns: int) -> dict[str, Any]:
+        """Fields a standing ``new_field`` fault adds to ``venue``'s trades at ``t_ns`` (schema drift)."""
+        with self._lock:
+            return {f.field: f.value for f in self._queue
+                    if f.kind == "new_field" and f.venue == venue and t_ns >= f.after_ns}
 
     def pending(self) -> list[dict]:
         with self._lock:

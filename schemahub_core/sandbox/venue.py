@@ -123,6 +123,13 @@ class VenueApp:
         """
         return None
 
+    def extra_fields(self, t_ns: int) -> dict[str, Any]:
+        """Fields a standing ``new_field`` fault adds to this venue's trade rows at ``t_ns`` (simulated drift).
+
+        A venue whose rows are JSON objects merges them into each trade row, so a client sees the venue start
+        sending a field it did not declare."""
+        return self.sandbox.faults.extra_fields(self.name, t_ns)
+
     # -- dropped ids (fault ``drop_ids``): every venue serves its trades through these -------------------
     def served(self, native_symbol: str, trades: list[Trade]) -> list[Trade]:
         """``trades`` without those a standing ``drop_ids`` fault leaves out for ``native_symbol``."""

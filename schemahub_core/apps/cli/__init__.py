@@ -19,6 +19,7 @@ from schemahub_core.apps.cli.plugins import plugins_group
 from schemahub_core.apps.cli.replay import replay
 from schemahub_core.apps.cli.run import run_group
 from schemahub_core.apps.cli.sandbox import sandbox
+from schemahub_core.apps.cli.schema import schema_group
 from schemahub_core.apps.cli.serve import serve
 from schemahub_core.apps.cli.sql import sql
 from schemahub_core.apps.cli.status import status
@@ -61,6 +62,7 @@ cli.add_command(maintain)
 cli.add_command(sandbox)
 cli.add_command(serve)
 cli.add_command(partitions_group)
+cli.add_command(schema_group)
 cli.add_command(sql)
 
 

@@ -30,7 +30,10 @@ class Context:
 
     @property
     def registry(self) -> Registry:
-        return get_registry()
+        """The installed plugins' registry, with the user's stream overrides (``config/streams/``) applied."""
+        from schemahub_core.framework.streams import apply_overrides
+
+        return apply_overrides(get_registry(), self.settings.streams_dir)
 
     def catalog(self):
         from schemahub_core.engine.catalog import open_catalog

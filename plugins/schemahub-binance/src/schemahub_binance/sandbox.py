@@ -213,7 +213,7 @@ class BinanceApp(VenueApp):
             trades = self.trades_forward(symbol, asset, index, limit, until)
         else:  # the most recent trades (before endTime when given)
             trades = self.trades_backward(symbol, asset, m.index_at("binance", asset, until + 1), limit, until)
-        rows = [_row(t) for t in trades]
+        rows = [{**_row(t), **self.extra_fields(t.time_ns)} for t in trades]
         if corrupt and rows:
             rows[0]["p"] = "not-a-price"  # the oldest row, inside any requested range
         return JSONResponse(rows)

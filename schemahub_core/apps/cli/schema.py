@@ -1,0 +1,99 @@
+"""``schemahub schema check|propose``: schema drift in the raw tables, and the change it calls for."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from schemahub_core.apps.cli.context import Context, console, emit_json, fail, pass_ctx
+
+
+@click.group(name="schema")
+def schema_group() -> None:
+    """Fields venues send that their streams don't declare (and declared ones that stop arriving)."""
+
+
+@schema_group.command(name="check")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of drifting fields.")
+@pass_ctx
+def schema_check(ctx: Context, as_json: bool) -> None:
+    """Report schema drift in every raw table: new fields (count, example, first seen) and missing ones.
+
+    Ingest counts both in each commit's snapshot summary; this adds them up over the
+    snapshots each table keeps. Exits 1 while a venue sends a field no stream declares,
+    so cron and CI notice. Type drift (text where a number was) goes to quarantine.
+    """
+    from schemahub_core.apps.schema import check
+
+    found = check(ctx.catalog(), ctx.settings.namespace, ctx.registry)
+    if as_json:
+        emit_json([f.as_dict() for f in found])
+    elif not found:
+        console.print("no schema drift: every record carried exactly its stream's declared fields", highlight=False)
+    else:
+        table = Table(title="schema drift in raw tables")
+        for col in ("source.stream", "field", "kind", "records", "first seen", "last seen", "example", "now"):
+            table.add_column(col, no_wrap=col in ("records", "kind"))
+        for f in found:
+            table.add_row(escape(f"{f.source}.{f.stream}"), escape(f.field),
+                          "new (undeclared)" if f.kind == "new" else "missing", f"{f.records:,}/{f.of_records:,}",
+                          f.first_seen[:19], f.last_seen[:19], escape(repr(f.example)) if f.kind == "new" else "",
+                          ("still sent" if f.kind == "new" else "still missing") if f.still else "stopped")
+        console.print(table)
+        console.print("propose the change with `schemahub schema propose`", highlight=False)
+    if any(f.kind == "new" for f in found):
+        sys.exit(1)
+
+
+@schema_group.command(name="propose")
+@click.option("--apply", "do_apply", is_flag=True,
+              help="Validate, add the nullable raw column (Iceberg schema evolution, no rewrite), write the "
+                   "stream override into config/streams/ and the mapping patch into config/mappings/.")
+@click.option("--json", "as_json", is_flag=True, help="Print the proposals (and what was applied) as JSON.")
+@pass_ctx
+def schema_propose(ctx: Context, do_apply: bool, as_json: bool) -> None:
+    """Propose (dry run) or apply the change each new field calls for.
+
+    \b
+    For each field a venue sends that its stream does not declare:
+      - a stream-schema addition (user override in config/streams/; the plugin author adds the same Column);
+      - the raw table's evolution: a nullable column, old rows read null;
+      - a mapping patch where a unified target declares a column of that name.
+    """
+    from schemahub_core.apps.schema import apply, check, propose
+    from schemahub_core.framework.mapping import MappingError
+
+    registry = ctx.registry
+    proposals = propose(check(ctx.catalog(), ctx.settings.namespace, registry), registry, ctx.settings)
+    done: list[str] = []
+    if do_apply and proposals:
+        try:
+            done = apply(proposals, ctx.catalog(), ctx.settings, registry)
+        except MappingError as exc:
+            fail(f"the patched mapping does not validate, nothing applied: {exc}")
+    if as_json:
+        emit_json({"proposals": [p.as_dict() for p in proposals], "applied": done})
+        return
+    if not proposals:
+        console.print("nothing to propose: no stream is missing a field its venue sends", highlight=False)
+        return
+    for p in proposals:
+        console.print(f"[bold]{escape(p.source)}.{escape(p.stream)}[/]: new field [bold]{escape(p.field)}[/]",
+                      highlight=False)
+        cast = f", cast {p.column['cast']}" if p.column.get("cast") else ""
+        console.print(f"  stream  add Column({p.field!r}, {p.column['type']}{cast})", highlight=False, markup=False)
+        console.print(f"  raw     {p.raw_table}: add nullable column {p.field}", highlight=False, markup=False)
+        for m in p.mappings:
+            console.print(f"  mapping {m['target']}: {m['maps']} (written to {m['file']})", highlight=False,
+                          markup=False)
+        for target in p.not_mapped:
+            console.print(f"  mapping {target} has no column {p.field}: not mapped (add it to the target to "
+                          "carry it)", highlight=False, markup=False)
+    if done:
+        for line in done:
+            console.print(f"[green]applied[/] {escape(line)}", highlight=False)
+    else:
+        console.print("dry run: add --apply to make these changes", highlight=False)

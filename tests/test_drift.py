@@ -1,0 +1,114 @@
+"""Schema drift: a field that appears mid-run is counted, proposed and applied; one that stops is reported."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+
+import pyarrow as pa
+from conftest import run_cli
+
+from schemahub_core.apps.pipeline import run_ingest, run_unify
+from schemahub_core.apps.schema import apply, check, propose
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.drift import observe
+from schemahub_core.engine.tables import init_tables
+from schemahub_core.framework.config import Settings, default_catalog
+from schemahub_core.framework.registry import get_registry
+from schemahub_core.framework.streams import apply_overrides
+from schemahub_core.sandbox import EVENT_AT
+from schemahub_core.testing.sandbox import _clear_sandbox_faults, sandbox  # noqa: F401
+
+NS = "schemahub"
+T0 = EVENT_AT - timedelta(minutes=20)
+DRIFT_AT = EVENT_AT - timedelta(minutes=10)
+T1, T2, T3 = EVENT_AT, EVENT_AT + timedelta(minutes=10), EVENT_AT + timedelta(minutes=20)
+
+
+def test_observe_counts_new_and_missing_fields():
+    from schemahub_binance.connector import BinanceConnector
+
+    stream = BinanceConnector.streams["trades"]
+    base = {c.record_key: 1 for c in stream.columns}
+    records = [{**base, "fee": "0.1"}, {**base, "fee": "0.2"}, {k: v for k, v in base.items() if k != "q"}, [1, 2]]
+    drift = observe(stream, records)
+    assert drift.records == 3 and drift.new == {"fee": [2, "0.1"]} and drift.missing == {"q": 1}
+    assert not observe(stream, [base, base])
+
+
+def _registry():
+    registry = get_registry()
+    target = registry.targets["trades_unified"]
+    # a unified target that declares the new field, so the mapping patch has a column to map it to (a copy: the
+    # process's registry is shared)
+    extended = replace(target, schema=target.schema.append(pa.field("venue_flag", pa.string())))
+    return replace(registry, targets={**registry.targets, "trades_unified": extended})
+
+
+def test_a_new_field_mid_run_is_detected_proposed_applied_and_lands_exactly_once(tmp_path, sandbox):  # noqa: F811
+    settings = Settings(home=tmp_path, catalog=default_catalog(tmp_path), mappings_dir=tmp_path / "mappings",
+                        streams_dir=tmp_path / "streams",
+                        connectors={"binance": sandbox.connector_options("binance", page_size=200)})
+    registry = _registry()
+    catalog = open_catalog(settings)
+    init_tables(catalog, NS, registry)
+    sandbox.inject("binance", "new_field", field="venue_flag", value="X", after=DRIFT_AT.isoformat())
+
+    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], since=T0, until=T1)
+    (found,) = check(catalog, NS, registry)
+    drifted = sandbox.expected_trade_ids("binance", "BTCUSDT", DRIFT_AT, T1)
+    total = sandbox.expected_trade_ids("binance", "BTCUSDT", T0, T1)
+    assert (found.field, found.kind, found.example, found.still) == ("venue_flag", "new", "X", True)
+    assert found.records == len(drifted) and 0 < len(drifted) < len(total)
+    assert found.records <= found.of_records < len(total)  # of the records in the commits that saw it
+    assert found.first_seen and found.symbols == ["BTC-USDT"] and found.proposed_type == "string"
+
+    (proposal,) = propose([found], registry, settings)
+    assert proposal.column == {"name": "venue_flag", "type": "string"}
+    assert [m["target"] for m in proposal.mappings] == ["trades_unified"]
+    applied = apply([proposal], catalog, settings, registry)
+    assert any("added nullable column venue_flag" in line for line in applied)
+    raw = catalog.load_table((NS, "raw_binance_trades"))
+    assert "venue_flag" in raw.schema().column_names
+    assert (settings.streams_dir / "binance.trades.yaml").exists()
+
+    registry = apply_overrides(_registry(), settings.streams_dir)
+    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], until=T2)
+    assert check(catalog, NS, registry) == []  # declared now: no longer drift
+    rows = catalog.load_table((NS, "raw_binance_trades")).scan(selected_fields=("a", "venue_flag")).to_arrow()
+    flags = dict(zip(rows["a"].to_pylist(), rows["venue_flag"].to_pylist(), strict=True))
+    second = sandbox.expected_trade_ids("binance", "BTCUSDT", T1, T2)
+    assert all(flags[a] == "X" for a in second)  # new rows carry it
+    assert all(flags[a] is None for a in total)  # rows landed before the evolution read null
+
+    run_unify(settings, registry, "trades_unified")
+    unified = catalog.load_table((NS, "trades_unified")).scan(selected_fields=("trade_id", "venue_flag")).to_arrow()
+    ids = unified["trade_id"].to_pylist()
+    assert sorted(ids) == sorted(str(a) for a in total + second)  # exactly once
+    by_id = dict(zip(ids, unified["venue_flag"].to_pylist(), strict=True))
+    assert all(by_id[str(a)] == "X" for a in second)  # unified gets it where it is mapped
+    assert run_unify(settings, registry, "trades_unified").unified == 0  # rerun lands nothing
+
+    sandbox.faults.clear()  # the venue stops sending it
+    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], until=T3)
+    (stopped,) = check(catalog, NS, registry)
+    third = sandbox.expected_trade_ids("binance", "BTCUSDT", T2, T3)
+    assert (stopped.field, stopped.kind, stopped.still) == ("venue_flag", "missing", True)
+    assert stopped.records == len(third)
+
+
+def test_schema_cli_reports_drift_and_exits_non_zero(tmp_path, home, sandbox):  # noqa: F811
+    env = {f"SCHEMAHUB_BINANCE_{k.upper()}": str(v) for k, v in sandbox.connector_options("binance").items()}
+    env["SCHEMAHUB_LOAD_PLUGINS"] = "binance"
+    assert "no schema drift" in run_cli("schema", "check", env=env).stdout
+    sandbox.inject("binance", "new_field", field="fee_tier", value=3, after=T0.isoformat())
+    run_cli("run", "ingest", "binance", "--symbols", "BTC-USDT", "--since", T0.isoformat(),
+            "--until", (T0 + timedelta(minutes=2)).isoformat(), env=env)
+    proc = run_cli("schema", "check", "--json", env=env, check=False)
+    assert proc.returncode == 1
+    (item,) = json.loads(proc.stdout)
+    assert (item["field"], item["example"], item["proposed_type"]) == ("fee_tier", 3, "int64")
+    dry = json.loads(run_cli("schema", "propose", "--json", env=env).stdout)
+    assert dry["applied"] == [] and dry["proposals"][0]["column"] == {"name": "fee_tier", "type": "int64"}
+    assert not (home.parent / "config" / "streams").exists()  # a dry run writes nothing
