@@ -207,3 +207,12 @@ def test_sigkill_at_any_commit_of_a_backfill_leaves_the_table_exact(sandbox, tmp
                             .summary.additional_properties[archive_key("trades", "ETH-USDT",
                                                                        "ETHUSDT-aggTrades-2024-02-07.zip")])
         assert record["done"] and record["rows"] == len(expected)
+
+
+def test_a_venue_without_archives_or_an_unknown_one_is_refused_before_any_write(tmp_path):
+    catalog = open_catalog(settings(tmp_path / "home"))
+    with pytest.raises(ValueError, match="coinbase has no bulk archives"):
+        backfill(catalog, NS, get_registry(), "coinbase", since=D7, until=D8)
+    with pytest.raises(KeyError, match="unknown source 'nope'"):
+        backfill(catalog, NS, get_registry(), "nope", since=D7, until=D8)
+    assert (NS,) not in catalog.list_namespaces()  # refused before any table was made
