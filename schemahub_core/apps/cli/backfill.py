@@ -11,8 +11,6 @@ from rich.table import Table
 
 from schemahub_core.apps.cli.context import Context, console, emit_json, err_console, fail, parse_time, pass_ctx
 
-_COLUMNS = ("rows", "landed", "deduplicated", "bytes", "commits", "seconds")
-
 
 @click.command()
 @click.argument("venue")
@@ -85,14 +83,16 @@ def _summary(results: list[Any], as_json: bool, start: datetime, end: datetime) 
         console.print(f"no archive files for {start.date()} .. {end.date()} (days not over yet are not archived; "
                       "use `schemahub run ingest`)")
     else:
-        table = Table(title="backfill summary (per archive file)")
-        for col in ("file", "symbol", "status", *_COLUMNS, "sha256"):
-            table.add_column(col, justify="right" if col in _COLUMNS else "left", overflow="fold")
+        table = Table(title="backfill summary (per archive file; --json adds sha256, commits, bytes)")
+        dup = any(r.deduplicated for r in results)
+        columns = ("file", "status", "rows", "landed", *(("already there",) if dup else ()), "MB", "s")
+        for col in columns:  # numbers never wrap; a long file name folds
+            table.add_column(col, justify="left" if col in ("file", "status") else "right", no_wrap=col != "file",
+                             overflow="fold")
         colors = {"landed": "green", "skipped": "green", "replaced": "yellow", "failed": "red"}
         for r in results:
-            status = f"[{colors.get(r.status, 'white')}]{r.status}[/]"
-            table.add_row(r.file, r.symbol, status, *[f"{getattr(r, c):,}" if c != "seconds" else f"{r.seconds:.2f}"
-                                                       for c in _COLUMNS], (r.sha256 or "")[:12])
+            table.add_row(r.file, f"[{colors.get(r.status, 'white')}]{r.status}[/]", f"{r.rows:,}", f"{r.landed:,}",
+                          *((f"{r.deduplicated:,}",) if dup else ()), f"{r.bytes / 1e6:.1f}", f"{r.seconds:.1f}")
         console.print(table)
     failed = [r for r in results if r.error]
     for r in failed:
