@@ -29,6 +29,7 @@ BENCHMARKS = {
     "partitions": "benchmarks.partitions",
     "sql_query": "benchmarks.sql_query",
     "archive": "benchmarks.archive",
+    "audit": "benchmarks.audit",
 }
 RESULTS = Path(__file__).parent / "results"
 

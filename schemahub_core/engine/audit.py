@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping as MappingT
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 import pyarrow as pa
@@ -189,7 +189,27 @@ def _per_day(days: pa.Array, mask: pa.Array | None = None, weights: pa.Array | N
     return dict(zip(g.column("day").to_pylist(), g.column("w_sum").to_pylist(), strict=True))
 
 
+def _is_sorted(values: pa.Array | pa.ChunkedArray) -> bool:
+    """True when ``values`` never decrease (raw is landed in id and time order, so sorting is mostly skipped)."""
+    if len(values) < 2:
+        return True
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if pa.types.is_timestamp(values.type):
+        values = pc.cast(pc.cast(values, pa.timestamp("us")), pa.int64())
+    if pa.types.is_integer(values.type):
+        return pc.min(pc.pairwise_diff(values)).as_py() >= 0
+    return bool(pc.all(pc.less_equal(values.slice(0, len(values) - 1), values.slice(1))).as_py())
+
+
 def _sorted(table: pa.Table, column: str) -> pa.Table:
+    """``table`` in ``column`` order. A scan returns each data file's rows in order but the files in any order:
+    putting the record batches in order of their first value (per batch, not per row) is usually enough."""
+    batches = [b for b in table.to_batches() if b.num_rows]
+    if len(batches) > 1 and all(b.column(column)[0].is_valid for b in batches):
+        batches.sort(key=lambda b: b.column(column)[0].as_py())
+        table = pa.Table.from_batches(batches, schema=table.schema)
+    if _is_sorted(table.column(column)):
+        return table
     return table.take(pc.sort_indices(table, [(column, "ascending")]))
 
 
@@ -211,6 +231,7 @@ class _Audit:
         self.since, self.until, self.hole_factor, self.min_hole = since, until, hole_factor, min_hole
         self.report = AuditReport()
         self.days: dict[tuple[str, str, str, date], DayReport] = {}
+        self.ordered: dict[tuple[str, str], tuple[pa.Array, pa.Array]] = {}  # (source, native) -> sorted ids, days
 
     def day(self, source: str, stream: Stream, symbol: str, native: str, day: date) -> DayReport:
         key = (source, stream.name, symbol, day)
@@ -252,7 +273,8 @@ class _Audit:
             with_id = rows.filter(pc.is_valid(rows.column(idc)))
             ordered = _sorted(with_id, idc)
             ids = ordered.column(idc).combine_chunks()
-            odays = _days(ordered.column(tcol))
+            odays = _days(ordered.column(tcol)).combine_chunks()
+            self.ordered[(source, native)] = (ids, odays)
             for d, n in _per_day(odays, _repeats(ids)).items():
                 self.day(source, stream, symbol, native, d).raw_duplicates += n
             if ordered.num_rows:
@@ -334,6 +356,16 @@ class _Audit:
         held = self.scan(unified, mapping.target_table, where, key_cols) if unified.current_snapshot() else \
             key_schema.empty_table()
         held = held.select(key_cols).cast(key_schema)
+        keyed = _only(keyed, key_cols)
+        idt = self._integer_ids(source, stream, keyed, key_schema, raw_keys, [c for c in target.key
+                                                                               if c not in constants and c != sym_col])
+        if idt is not None and sym_col is not None:
+            try:
+                self._reconcile_ids(source, stream, raw_table, unified, mapping, held, canonical, sym_col, idt,
+                                    target.time_column)
+                return
+            except (pa.ArrowInvalid, ValueError):
+                pass  # a target id that is not the raw integer: compare the mapped keys instead
         mapped = keyed.apply(raw_keys, self.registry, key_schema)
         consumed = progress_of(unified).get(source_key(mapping.raw_table)) if unified.current_snapshot() else None
         newest = raw_table.current_snapshot()
@@ -378,6 +410,91 @@ class _Audit:
         missing = missing.join(pend.select(keys), keys, join_type="left anti")
         note(missing, "not_unified")
         note(counted.select([*keys, tcol]).join(distinct.select(keys), keys, join_type="left anti"), "not_in_raw")
+
+
+    def _integer_ids(self, source: str, stream: Stream, keyed: Mapping, key_schema: pa.Schema, raw_keys: pa.Table,
+                     rest: list[str]) -> str | None:
+        """The target id column when it is the raw integer id written as text (checked on a sample), else None.
+
+        Then raw and target are compared as sorted integers, which is several times cheaper than joining text
+        keys; anything else goes through the mapped keys.
+        """
+        idc = stream.id_column
+        if len(rest) != 1 or idc is None or not pa.types.is_integer(raw_keys.schema.field(idc).type):
+            return None
+        sample = raw_keys.slice(0, 1000).filter(pc.is_valid(raw_keys.slice(0, 1000).column(idc)))
+        if sample.num_rows == 0:
+            return None
+        try:
+            back = pc.cast(keyed.apply(sample, self.registry, key_schema).column(rest[0]), pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        return rest[0] if back.equals(pc.cast(sample.column(idc), pa.int64())) else None
+
+    def _reconcile_ids(self, source: str, stream: Stream, raw_table: Table, unified: Table, mapping: Mapping,
+                       held: pa.Table, canonical: MappingT[str, str], sym_col: str, idt: str, tcol: str) -> None:
+        """Raw ids against target ids per symbol, as sorted integer arrays (no join unless they differ)."""
+        consumed = progress_of(unified).get(source_key(mapping.raw_table)) if unified.current_snapshot() else None
+        newest = raw_table.current_snapshot()
+        pending: dict[str, pa.Array] = {}
+        sym, idc = stream.symbol_column, stream.id_column
+        if consumed is not None and newest is not None and int(consumed) != newest.snapshot_id:
+            try:
+                scan = raw_table.incremental_append_scan(
+                    from_snapshot_id_exclusive=int(consumed), to_snapshot_id_inclusive=newest.snapshot_id,
+                    row_filter=_window(stream.event_time, self.since, self.until), selected_fields=(sym, idc))
+                new = scan.to_arrow()
+                for native in pc.unique(new.column(sym)).drop_null().to_pylist():
+                    pending[native] = pc.cast(new.filter(pc.equal(new.column(sym), native)).column(idc), pa.int64())
+            except ValueError:
+                pass  # the consumed snapshot was expired: nothing to tell apart
+        held = held.set_column(held.schema.get_field_index(idt), idt, pc.cast(held.column(idt), pa.int64()))
+        natives = {v: k for k, v in canonical.items()}
+        held_symbols = set(pc.unique(held.column(sym_col)).drop_null().to_pylist())
+        for native, (raw_ids, raw_days) in [(n, v) for (src, n), v in self.ordered.items() if src == source]:
+            symbol = canonical.get(native, native)
+            held_symbols.discard(symbol)
+            rows = held.filter(pc.equal(held.column(sym_col), symbol))
+            rows = _sorted(rows, idt)
+            ids, days = rows.column(idt).combine_chunks(), _days(rows.column(tcol)).combine_chunks()
+            day = lambda d, s=symbol, n=native: self.day(source, stream, s, n, d)  # noqa: E731
+            for d, n in _per_day(days).items():
+                day(d).unified_rows += n
+            again = _repeats(ids)
+            for d, n in _per_day(days, again).items():
+                day(d).unified_duplicates += n
+            raw_ids = pc.cast(raw_ids, pa.int64())
+            first = pc.invert(_repeats(raw_ids))
+            r, r_days = pc.filter(raw_ids, first), pc.filter(raw_days, first)
+            u, u_days = pc.filter(ids, pc.invert(again)), pc.filter(days, pc.invert(again))
+            waiting = pending.get(native)
+            late = pc.is_in(r, value_set=waiting) if waiting is not None else None
+            if late is not None:
+                for d, n in _per_day(r_days, late).items():
+                    day(d).pending += n
+            if len(r) == len(u) and (len(r) == 0 or pc.all(pc.equal(r, u)).as_py()):
+                continue
+            absent = pc.invert(pc.is_in(r, value_set=u))
+            if late is not None:
+                absent = pc.and_(absent, pc.invert(late))
+            for d, n in _per_day(r_days, absent).items():
+                day(d).not_unified += n
+            for d, n in _per_day(u_days, pc.invert(pc.is_in(u, value_set=r))).items():
+                day(d).not_in_raw += n
+        for symbol in held_symbols:  # target rows of a symbol raw does not have at all
+            rows = held.filter(pc.equal(held.column(sym_col), symbol))
+            for d, n in _per_day(_days(rows.column(tcol)).combine_chunks()).items():
+                self.day(source, stream, symbol, natives.get(symbol, symbol), d).not_in_raw += n
+
+
+def _only(mapping: Mapping, columns: Sequence[str]) -> Mapping:
+    """``mapping`` without the transforms that no column of ``columns`` needs (e.g. base/quote asset)."""
+    needed, keep = set(columns), {}
+    for target, steps in reversed(list(mapping.transforms.items())):
+        if target in needed:
+            keep[target] = steps
+            needed |= {s.source for s in steps if s.source}
+    return replace(mapping, transforms={t: s for t, s in mapping.transforms.items() if t in keep})
 
 
 def _symbol_targets(mapping: Mapping, stream: Stream) -> list[str]:
