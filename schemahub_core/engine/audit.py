@@ -25,8 +25,9 @@ import time
 from collections.abc import Mapping as MappingT
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
@@ -176,17 +177,45 @@ def _days(times: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.cast(times, pa.timestamp("us")).cast(pa.date32())
 
 
-def _per_day(days: pa.Array, mask: pa.Array | None = None, weights: pa.Array | None = None) -> dict[date, int]:
-    """Count (or sum ``weights``) of the rows where ``mask`` holds, per day."""
+EPOCH_DAY = date(1970, 1, 1)
+
+
+def _day_numbers(days: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 as a numpy int array (date32's own representation: a zero-copy view)."""
+    if isinstance(days, np.ndarray):
+        return days
+    if isinstance(days, pa.ChunkedArray):
+        days = days.combine_chunks()
+    return pc.cast(days, pa.int32()).to_numpy(zero_copy_only=False)
+
+
+def _per_day(days: pa.Array | pa.ChunkedArray | np.ndarray, mask: pa.Array | np.ndarray | None = None,
+             weights: np.ndarray | None = None) -> dict[date, int]:
+    """Count (or sum ``weights``) of the rows where ``mask`` holds, per day: one ``bincount``."""
+    numbers = _day_numbers(days)
     if mask is not None:
-        days = pc.filter(days, mask)
-        weights = pc.filter(weights, mask) if weights is not None else None
-    if len(days) == 0:
+        keep = mask.to_numpy(zero_copy_only=False) if isinstance(mask, pa.Array) else mask
+        numbers = numbers[keep]
+        weights = weights[keep] if weights is not None else None
+    if len(numbers) == 0:
         return {}
-    t = pa.table({"day": days, "w": weights if weights is not None else pa.repeat(pa.scalar(1, pa.int64()),
-                                                                                  len(days))})
-    g = t.group_by("day", use_threads=False).aggregate([("w", "sum")])
-    return dict(zip(g.column("day").to_pylist(), g.column("w_sum").to_pylist(), strict=True))
+    first = int(numbers.min())
+    counts = np.bincount(numbers - first, weights=weights).astype(np.int64)
+    return {EPOCH_DAY + timedelta(days=first + int(i)): int(counts[i]) for i in np.flatnonzero(counts)}
+
+
+DAY_US = 86_400_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(times: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Event times as epoch microseconds, a numpy int64 array."""
+    times = times.combine_chunks() if isinstance(times, pa.ChunkedArray) else times
+    return pc.cast(pc.cast(times, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _datetime(micros: int | np.integer) -> datetime:
+    return EPOCH + timedelta(microseconds=int(micros))
 
 
 def _is_sorted(values: pa.Array | pa.ChunkedArray) -> bool:
@@ -265,75 +294,87 @@ class _Audit:
 
     def _symbol(self, source: str, stream: Stream, symbol: str, native: str, rows: pa.Table) -> None:
         idc, tcol = stream.id_column, stream.event_time
-        days = _days(rows.column(tcol))
+        times = _micros(rows.column(tcol))
+        days = times // DAY_US
         for d, n in _per_day(days).items():
             self.day(source, stream, symbol, native, d).raw_rows += n
-        timed = rows
-        if idc is not None:
-            with_id = rows.filter(pc.is_valid(rows.column(idc)))
-            ordered = _sorted(with_id, idc)
-            ids = ordered.column(idc).combine_chunks()
-            odays = _days(ordered.column(tcol)).combine_chunks()
-            self.ordered[(source, native)] = (ids, odays)
-            for d, n in _per_day(odays, _repeats(ids)).items():
+        untimed = np.zeros(len(times), dtype=bool)
+        if idc is not None and pa.types.is_integer(rows.schema.field(idc).type):
+            column = rows.column(idc).combine_chunks()
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            ids = column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)[valid]
+            t = times[valid]
+            if len(ids) > 1 and np.any(ids[1:] < ids[:-1]):
+                order = np.argsort(ids, kind="stable")
+                ids, t = ids[order], t[order]
+            self.ordered[(source, native)] = (ids, t // DAY_US)
+            repeats = np.concatenate(([False], ids[1:] == ids[:-1])) if len(ids) else np.zeros(0, dtype=bool)
+            for d, n in _per_day(t // DAY_US, repeats).items():
                 self.day(source, stream, symbol, native, d).raw_duplicates += n
-            if ordered.num_rows:
-                g = pa.table({"day": odays, "id": ids}).group_by("day", use_threads=False).aggregate(
-                    [("id", "min"), ("id", "max")])
-                for d, lo, hi in zip(*(g.column(c).to_pylist() for c in ("day", "id_min", "id_max")), strict=True):
-                    report = self.day(source, stream, symbol, native, d)
-                    report.id_min, report.id_max = lo, hi
-            contiguous = stream.ids == IdContinuity.CONTIGUOUS and pa.types.is_integer(ids.type)
-            if contiguous:
-                self._id_gaps(source, stream, symbol, native, ordered, ids, odays)
-                timed = rows.filter(pc.is_null(rows.column(idc)))  # rows without an id: only time can tell
-        if timed.num_rows > 1:
-            self._time_holes(source, stream, symbol, native, timed)
+            if len(ids):
+                self._id_range(source, stream, symbol, native, ids, t // DAY_US)
+            if stream.ids == IdContinuity.CONTIGUOUS:
+                self._id_gaps(source, stream, symbol, native, ids, t)
+                untimed = ~valid  # rows without an id: only time can tell
+            else:
+                untimed = np.ones(len(times), dtype=bool)
+        else:
+            untimed = np.ones(len(times), dtype=bool)
+            if idc is not None:  # ids that are not integers: duplicates by key, no range
+                key = rows.select([idc]).append_column("__day", pa.array(days))
+                g = key.group_by(idc, use_threads=False).aggregate([("__day", "min"), ("__day", "count")])
+                extra = pc.subtract(g.column("__day_count"), 1).to_numpy(zero_copy_only=False)
+                for d, n in _per_day(g.column("__day_min").to_numpy(zero_copy_only=False), extra > 0,
+                                     extra.astype(np.float64)).items():
+                    self.day(source, stream, symbol, native, d).raw_duplicates += n
+        if untimed.sum() > 1:
+            ids = pc.filter(rows.column(idc), pa.array(untimed)) if idc is not None else None
+            self._time_holes(source, stream, symbol, native, times[untimed], ids)
 
-    def _id_gaps(self, source: str, stream: Stream, symbol: str, native: str, ordered: pa.Table, ids: pa.Array,
-                 days: pa.Array) -> None:
+    def _id_range(self, source: str, stream: Stream, symbol: str, native: str, ids: np.ndarray,
+                  days: np.ndarray) -> None:
+        """Per day: the smallest and largest id (ids are sorted, so the first and last of each day's run)."""
+        if np.all(days[1:] >= days[:-1]):  # ids in time order, as venues number them: runs of days
+            starts = np.concatenate(([0], np.flatnonzero(days[1:] != days[:-1]) + 1))
+            ends = np.concatenate((starts[1:], [len(days)])) - 1
+            spans = [(int(days[a]), int(ids[a]), int(ids[b])) for a, b in zip(starts, ends, strict=True)]
+        else:
+            spans = [(int(d), int(ids[days == d].min()), int(ids[days == d].max())) for d in np.unique(days)]
+        for d, lo, hi in spans:
+            report = self.day(source, stream, symbol, native, EPOCH_DAY + timedelta(days=d))
+            report.id_min, report.id_max = lo, hi
+
+    def _id_gaps(self, source: str, stream: Stream, symbol: str, native: str, ids: np.ndarray,
+                 times: np.ndarray) -> None:
         if len(ids) < 2:
             return
-        step = pc.pairwise_diff(ids)
-        where = pc.indices_nonzero(pc.fill_null(pc.greater(step, 1), False))
-        if len(where) == 0:
-            return
-        after, before = where, pc.subtract(where, 1)
-        times = ordered.column(stream.event_time).combine_chunks()
-        for id_before, id_after, t_before, t_after, d in zip(
-                pc.take(ids, before).to_pylist(), pc.take(ids, after).to_pylist(), pc.take(times, before).to_pylist(),
-                pc.take(times, after).to_pylist(), pc.take(days, before).to_pylist(), strict=True):
-            gap = Gap(source, stream.name, symbol, native, "ids", d, t_before, t_after, id_before, id_after,
-                      id_before + 1, id_after - 1)
+        after = np.flatnonzero(np.diff(ids) > 1) + 1
+        for i in after:
+            t_before, t_after = _datetime(times[i - 1]), _datetime(times[i])
+            gap = Gap(source, stream.name, symbol, native, "ids", t_before.date(), t_before, t_after,
+                      int(ids[i - 1]), int(ids[i]), int(ids[i - 1]) + 1, int(ids[i]) - 1)
             self.report.gaps.append(gap)
-            report = self.day(source, stream, symbol, native, d)
+            report = self.day(source, stream, symbol, native, gap.day)
             report.missing += gap.count or 0
             report.missing_ranges.append((gap.first_id, gap.last_id))
 
-    def _time_holes(self, source: str, stream: Stream, symbol: str, native: str, rows: pa.Table) -> None:
-        tcol, idc = stream.event_time, stream.id_column
-        ordered = _sorted(rows, tcol)
-        times = ordered.column(tcol).combine_chunks()
-        micros = pc.cast(pc.cast(times, pa.timestamp("us")), pa.int64())
-        step = pc.pairwise_diff(micros)
-        p99 = pc.tdigest(step, q=0.99)[0].as_py() or 0.0
+    def _time_holes(self, source: str, stream: Stream, symbol: str, native: str, times: np.ndarray,
+                    ids: pa.ChunkedArray | pa.Array | None) -> None:
+        order = np.argsort(times, kind="stable") if np.any(times[1:] < times[:-1]) else np.arange(len(times))
+        times = times[order]
+        step = np.diff(times)
+        p99 = float(np.percentile(step, 99)) if len(step) else 0.0
         threshold = max(self.hole_factor * p99, self.min_hole / timedelta(microseconds=1))
         self.report.hole_thresholds[f"{source}.{symbol}"] = round(threshold / 1e6, 3)
-        where = pc.indices_nonzero(pc.fill_null(pc.greater(step, threshold), False))
-        if len(where) == 0:
-            return
-        before = pc.subtract(where, 1)
-        ids = ordered.column(idc).combine_chunks() if idc is not None else pa.nulls(len(times))
-        days = _days(times)
-        for id_before, id_after, t_before, t_after, d, us in zip(
-                pc.take(ids, before).to_pylist(), pc.take(ids, where).to_pylist(), pc.take(times, before).to_pylist(),
-                pc.take(times, where).to_pylist(), pc.take(days, before).to_pylist(),
-                pc.take(step, where).to_pylist(), strict=True):
-            self.report.gaps.append(Gap(source, stream.name, symbol, native, "time", d, t_before, t_after, id_before,
-                                        id_after))
-            report = self.day(source, stream, symbol, native, d)
+        for i in np.flatnonzero(step > threshold) + 1:
+            t_before, t_after = _datetime(times[i - 1]), _datetime(times[i])
+            id_before = ids[int(order[i - 1])].as_py() if ids is not None else None
+            id_after = ids[int(order[i])].as_py() if ids is not None else None
+            self.report.gaps.append(Gap(source, stream.name, symbol, native, "time", t_before.date(), t_before,
+                                        t_after, id_before, id_after))
+            report = self.day(source, stream, symbol, native, t_before.date())
             report.time_holes += 1
-            report.hole_seconds += us / 1e6
+            report.hole_seconds += float(step[i - 1]) / 1e6
 
     # -- raw <-> unified ----------------------------------------------------------------------------------
     def reconcile(self, source: str, stream: Stream, mapping: Mapping, raw_keys: pa.Table,
@@ -433,10 +474,11 @@ class _Audit:
 
     def _reconcile_ids(self, source: str, stream: Stream, raw_table: Table, unified: Table, mapping: Mapping,
                        held: pa.Table, canonical: MappingT[str, str], sym_col: str, idt: str, tcol: str) -> None:
-        """Raw ids against target ids per symbol, as sorted integer arrays (no join unless they differ)."""
+        """Raw ids against target ids per symbol by counting each id on both sides (``np.bincount`` over the
+        id range: no sort, no hash join). Raises ``ValueError`` when the ids are too sparse for that."""
         consumed = progress_of(unified).get(source_key(mapping.raw_table)) if unified.current_snapshot() else None
         newest = raw_table.current_snapshot()
-        pending: dict[str, pa.Array] = {}
+        pending: dict[str, np.ndarray] = {}
         sym, idc = stream.symbol_column, stream.id_column
         if consumed is not None and newest is not None and int(consumed) != newest.snapshot_id:
             try:
@@ -445,45 +487,61 @@ class _Audit:
                     row_filter=_window(stream.event_time, self.since, self.until), selected_fields=(sym, idc))
                 new = scan.to_arrow()
                 for native in pc.unique(new.column(sym)).drop_null().to_pylist():
-                    pending[native] = pc.cast(new.filter(pc.equal(new.column(sym), native)).column(idc), pa.int64())
+                    ids = new.filter(pc.equal(new.column(sym), native)).column(idc).drop_null()
+                    pending[native] = pc.cast(ids, pa.int64()).to_numpy()
             except ValueError:
                 pass  # the consumed snapshot was expired: nothing to tell apart
+        held = held.filter(pc.is_valid(held.column(idt)))
         held = held.set_column(held.schema.get_field_index(idt), idt, pc.cast(held.column(idt), pa.int64()))
-        natives = {v: k for k, v in canonical.items()}
-        held_symbols = set(pc.unique(held.column(sym_col)).drop_null().to_pylist())
+        plan = []  # everything is checked (and may raise) before anything is counted
+        symbols = held.column(sym_col)
         for native, (raw_ids, raw_days) in [(n, v) for (src, n), v in self.ordered.items() if src == source]:
             symbol = canonical.get(native, native)
-            held_symbols.discard(symbol)
-            rows = held.filter(pc.equal(held.column(sym_col), symbol))
-            rows = _sorted(rows, idt)
-            ids, days = rows.column(idt).combine_chunks(), _days(rows.column(tcol)).combine_chunks()
-            day = lambda d, s=symbol, n=native: self.day(source, stream, s, n, d)  # noqa: E731
+            rows = held.filter(pc.equal(symbols, symbol))
+            ids = rows.column(idt).combine_chunks().to_numpy(zero_copy_only=False)
+            days = _micros(rows.column(tcol)) // DAY_US
+            both = np.concatenate((raw_ids, ids))
+            lo = int(both.min()) if len(both) else 0
+            span = int(both.max()) - lo + 1 if len(both) else 0
+            if span > 4 * len(both) + 1_000_000:
+                raise ValueError("ids too sparse to count")
+            plan.append((native, symbol, raw_ids, raw_days, ids, days, lo, span))
+        for native, symbol, raw_ids, raw_days, ids, days, lo, span in plan:
+            def day(d: date, s: str = symbol, n: str = native) -> DayReport:
+                return self.day(source, stream, s, n, d)
+
+            raw_at, at = raw_ids - lo, ids - lo
+            in_raw = np.bincount(raw_at, minlength=span)
+            in_target = np.bincount(at, minlength=span)
             for d, n in _per_day(days).items():
                 day(d).unified_rows += n
-            again = _repeats(ids)
-            for d, n in _per_day(days, again).items():
-                day(d).unified_duplicates += n
-            raw_ids = pc.cast(raw_ids, pa.int64())
-            first = pc.invert(_repeats(raw_ids))
-            r, r_days = pc.filter(raw_ids, first), pc.filter(raw_days, first)
-            u, u_days = pc.filter(ids, pc.invert(again)), pc.filter(days, pc.invert(again))
-            waiting = pending.get(native)
-            late = pc.is_in(r, value_set=waiting) if waiting is not None else None
-            if late is not None:
-                for d, n in _per_day(r_days, late).items():
+            doubled = np.flatnonzero(in_target > 1)
+            if len(doubled):  # rows beyond the first of an id, on the day of each extra row
+                rows_of = np.flatnonzero(np.isin(ids, doubled + lo))
+                order = rows_of[np.argsort(ids[rows_of], kind="stable")]
+                extra = order[np.concatenate(([False], ids[order][1:] == ids[order][:-1]))]
+                for d, n in _per_day(days[extra]).items():
+                    day(d).unified_duplicates += n
+            first = np.concatenate(([True], raw_ids[1:] != raw_ids[:-1])) if len(raw_ids) else np.zeros(0, bool)
+            waiting = np.zeros(span, dtype=bool)
+            late_ids = pending.get(native)
+            if late_ids is not None:
+                late_ids = late_ids[(late_ids >= lo) & (late_ids < lo + span)]
+                waiting[late_ids - lo] = True
+                for d, n in _per_day(raw_days, first & waiting[raw_at]).items():
                     day(d).pending += n
-            if len(r) == len(u) and (len(r) == 0 or pc.all(pc.equal(r, u)).as_py()):
-                continue
-            absent = pc.invert(pc.is_in(r, value_set=u))
-            if late is not None:
-                absent = pc.and_(absent, pc.invert(late))
-            for d, n in _per_day(r_days, absent).items():
+            absent = first & (in_target[raw_at] == 0)
+            if late_ids is not None:
+                absent &= ~waiting[raw_at]
+            for d, n in _per_day(raw_days, absent).items():
                 day(d).not_unified += n
-            for d, n in _per_day(u_days, pc.invert(pc.is_in(u, value_set=r))).items():
+            for d, n in _per_day(days, in_raw[at] == 0).items():
                 day(d).not_in_raw += n
-        for symbol in held_symbols:  # target rows of a symbol raw does not have at all
-            rows = held.filter(pc.equal(held.column(sym_col), symbol))
-            for d, n in _per_day(_days(rows.column(tcol)).combine_chunks()).items():
+        natives = {v: k for k, v in canonical.items()}
+        seen = {symbol for _, symbol, *_ in plan}
+        for symbol in set(pc.unique(symbols).drop_null().to_pylist()) - seen:  # target rows raw has no symbol for
+            rows = held.filter(pc.equal(symbols, symbol))
+            for d, n in _per_day(_micros(rows.column(tcol)) // DAY_US).items():
                 self.day(source, stream, symbol, natives.get(symbol, symbol), d).not_in_raw += n
 
 
