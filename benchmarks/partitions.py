@@ -3,7 +3,9 @@
 One busy day of 50 symbols (one of them holding 30 % of the trades), landed the way unify lands it: a commit per
 two-hour slice, each file holding every symbol. At default settings ``partitions suggest`` proposes a spec; the
 benchmark applies it, compacts (``maintain --compact`` moves old files into the new spec) and plans the same 12 s
-replay window again. The claim: measured files scanned after == predicted, and bytes scanned drop.
+replay window again. The claims: measured files scanned after == predicted, and bytes scanned drop against the
+layout routine maintenance leaves with today's spec (one compacted file per day). The uncompacted time slices
+are reported too: for one window they can read less than any compacted layout (the details say how much).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def run(quick: bool, workdir: Path) -> list[Result]:
     return [
         Result("partitions_files", "files a 12 s replay window scans after apply + compact, vs predicted",
                after[0], s.proposed.files, "files", 1.0, details=details),
-        Result("partitions_bytes", "bytes a 12 s replay window scans after apply + compact, vs before",
-               after[1], before[1], "bytes", 0.25, details=details),
+        Result("partitions_bytes", "bytes a 12 s replay window scans: proposed spec compacted vs today's spec "
+               "compacted (what maintain --compact leaves)", after[1], s.compacted.bytes, "bytes", 0.5,
+               details=details),
     ]

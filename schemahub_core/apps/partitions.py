@@ -218,6 +218,11 @@ def suggest(table: Table, *, time_column: str = "trade_ts", target_file_bytes: i
     if changes:
         nbytes = rows_in_partition * bytes_per_row
         base.proposed = Layout(f"{proposed}, compacted", _files_for(nbytes, write_target), int(nbytes))
+        if base.proposed.bytes >= base.now.bytes:
+            base.reasons.append(
+                f"today's uncompacted files are small time slices, so this window reads less now "
+                f"(~{_size(base.now.bytes)}) than it would after any compaction; the proposal is for the layout "
+                f"`maintain --compact` leaves (~{_size(base.compacted.bytes)} per window with today's spec)")
     return base
 
 
