@@ -9,7 +9,7 @@ then shows a duplicate appended by hand.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,6 +22,7 @@ from schemahub_core.apps.audit import run_audit
 from schemahub_core.apps.cli import cli
 from schemahub_core.apps.pipeline import run_pipeline
 from schemahub_core.engine import audit as engine_audit
+from schemahub_core.engine.archives import backfill
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.framework.config import load_settings
 from schemahub_core.framework.registry import get_registry
@@ -179,3 +180,22 @@ def test_a_clean_history_audits_clean_and_a_manual_duplicate_is_detected(sandbox
     monkeypatch.setattr(engine_audit._Audit, "_integer_ids", lambda *args: None)  # the mapped-key comparison
     again = run_audit(settings, registry)
     assert [d.as_dict() for d in again.days] == [d.as_dict() for d in found.days]
+
+
+def test_an_archive_missing_a_range_is_reported_exactly(sandbox, home, monkeypatch):  # noqa: F811
+    """The simulated Binance archive of a day, served while ids are dropped: the audit finds exactly them."""
+    for key, value in sandbox.env().items():
+        monkeypatch.setenv(key, value)
+    settings, registry = load_settings(), get_registry()
+    day = datetime(2024, 2, 8, tzinfo=UTC)
+    ids = sandbox.expected_trade_ids("binance", "BTCUSDT", day, day + timedelta(days=1))
+    drops = [(ids[5], ids[9]), (ids[100_000], ids[100_000]), (ids[-3], ids[-2])]
+    sandbox.inject("binance", "drop_ids", ids=[list(r) for r in drops], symbol="BTCUSDT")
+    files = backfill(open_catalog(settings), settings.namespace, registry, "binance", since=day,
+                     until=day + timedelta(days=1), symbols=["BTC-USDT"], options=settings.connector_options("binance"))
+    assert [(f.status, f.error) for f in files] == [("landed", None)]
+    report = run_audit(settings, registry, symbols=["binance:BTC-USDT"])
+    assert [(g.first_id, g.last_id) for g in report.gaps] == drops
+    (d,) = report.days
+    assert (d.raw_rows, d.missing, d.id_min, d.id_max) == (len(ids) - 8, 8, ids[0], ids[-1])
+    assert d.pending == d.raw_rows and d.not_unified == 0  # not unified yet: pending, not missing

@@ -382,6 +382,11 @@ class _Audit:
         target = self.registry.targets.get(mapping.target_table)
         unified = _load(self.catalog, self.namespace, mapping.target_table) if target is not None else None
         raw_table = _load(self.catalog, self.namespace, mapping.raw_table)
+        if target is not None and raw_table is not None and unified is None:  # never unified: all of it waits
+            for report in self.days.values():
+                if (report.source, report.stream) == (source, stream.name):
+                    report.pending = report.raw_rows
+            return
         if target is None or unified is None or raw_table is None:
             return
         key_cols = list(dict.fromkeys((*target.key, target.time_column)))
