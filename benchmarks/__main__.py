@@ -30,6 +30,7 @@ BENCHMARKS = {
     "sql_query": "benchmarks.sql_query",
     "archive": "benchmarks.archive",
     "audit": "benchmarks.audit",
+    "unify_memory": "benchmarks.unify_memory",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -168,3 +168,29 @@ def test_two_ingest_processes_on_one_source_land_every_trade_once(tmp_path: Path
         assert status.returncode == 0, err
         marks = {(r["symbol"], r["cursor"], r["rows"]) for r in json.loads(out)["sources"]}
         assert marks == {(s, str(trades_for("scripted", 0, s, 40)[-1]["id"]), 40) for s in ("BTC-USD", "ETH-USD")}
+
+
+def test_sigkill_between_staged_unify_parts_then_rerun_is_exact(tmp_path: Path) -> None:
+    """With a 1 MiB bound every raw batch is its own staged part: kill after part k, before and after the
+    one commit. The killed run leaves unreferenced files only; the rerun lands every trade exactly once."""
+    kills = ["unify.staged:1", "unify.staged:3", "unify.staged:6", "unify.before-commit:1", "unify.after-commit:1"]
+
+    def crash_then_recover(i: int) -> str:
+        folder = tmp_path / f"k{i}"
+        folder.mkdir()
+        home, options = folder / "home", crash_options(i)
+        ingest = start_cli(["run", "ingest", "scripted", "scripted_b"], child_env(folder, home, options), folder)
+        assert ingest.wait(timeout=120) == 0, ingest.communicate()[1]
+        proc = start_cli(["run", "unify", "trades_unified", "--memory-mb", "1"],
+                         child_env(folder, home, options, kills[i]), folder)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == KILLED, f"{kills[i]} never fired\n{err}"
+        committed = open_catalog(settings_for(home, {})).load_table((NS, "trades_unified")).snapshots()
+        assert len(committed) == (1 if "after-commit" in kills[i] else 0), kills[i]
+        if "after-commit" not in kills[i]:
+            assert orphan_data_files(home), f"{kills[i]}: killed after staging, yet no file written"
+        recover_and_check(home, i, [kills[i]])
+        return kills[i]
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        assert list(pool.map(crash_then_recover, range(len(kills)))) == kills

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -17,8 +21,8 @@ from schemahub_core.engine import faults
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.engine.ingest import ingest
 from schemahub_core.engine.sink import IcebergSink, day_filter
-from schemahub_core.engine.unify import unify
-from schemahub_core.testing.scripted import START_MS
+from schemahub_core.engine.unify import DEFAULT_MEMORY_MB, unify
+from schemahub_core.testing.scripted import START_MS, land_backlog
 
 
 def _mappings(reg):
@@ -124,6 +128,8 @@ def schedules(draw):
         "runs": [{"BTC-USD": run, "ETH-USD": list(reversed(run)) if reversed_eth else run} for run in runs],
         "pages_per_commit": draw(st.integers(1, 3)),
         "unify_after": draw(st.lists(st.booleans(), min_size=len(runs), max_size=len(runs))),
+        # 1 MiB: every record batch is its own staged part and no day's keys stay cached (read back each time)
+        "memory_mb": draw(st.sampled_from([1, DEFAULT_MEMORY_MB])),
     }
 
 
@@ -139,8 +145,8 @@ def test_any_split_replay_or_overlap_of_the_same_trades_yields_the_same_unified_
                            pages_per_commit=schedule["pages_per_commit"])
             assert not [s.error for s in stats if s.error]
             if unify_now:
-                unify(catalog, NS, reg, "trades_unified", _mappings(reg))
-        unify(catalog, NS, reg, "trades_unified", _mappings(reg))
+                unify(catalog, NS, reg, "trades_unified", _mappings(reg), memory_mb=schedule["memory_mb"])
+        unify(catalog, NS, reg, "trades_unified", _mappings(reg), memory_mb=schedule["memory_mb"])
         got = unified_rows(settings)
     want = restrict(expected_rows({"scripted": {"trades": N_TRADES}}), 0, "SCRIPTED")
     assert got == want
@@ -160,3 +166,40 @@ def test_the_anti_join_reads_only_the_affected_day_partitions_of_the_target(tmp_
     keys = sink.existing_keys("trades_unified", ("exchange", "symbol", "trade_id"), "trade_ts", [day_two])
     assert keys.column_names == ["exchange", "symbol", "trade_id"]
     assert keys.num_rows == sum(1 for r in unified_rows(settings) if r[6] >= day_two)
+
+
+# --- bounded memory: a backlog larger than the bound, unified in staged parts, one commit --------------------
+
+BACKLOG_CHILD = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from scripted_support import NS, registry, settings_for
+from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.unify import unify
+reg = registry()
+stats = unify(open_catalog(settings_for(Path(sys.argv[1]), {})), NS, reg, "trades_unified",
+              [m for _, m in reg.mappings], memory_mb=int(sys.argv[2]))
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_kib": peak, **{k: v for k, v in stats.as_dict().items() if k != "scanned_files"}}))
+"""
+
+
+def test_unify_of_a_backlog_stays_under_its_memory_bound_and_is_exact(tmp_path) -> None:
+    """1M raw rows (3 % landed twice) over ten days; unifying them all in memory at once peaked at 575 MiB."""
+    trades, bound_mb = 1_000_000, 480
+    settings = settings_for(tmp_path, {})
+    land_backlog(open_catalog(settings), NS, trades, days=10, first_id=1_000)
+    child = subprocess.run([sys.executable, "-c", BACKLOG_CHILD, str(tmp_path), str(bound_mb),
+                            str(Path(__file__).parent)], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout)
+    assert result["peak_kib"] < bound_mb * 1024, result
+    assert (result["fetched"], result["unified"], result["deduplicated"]) == (1_030_000, trades, 30_000)
+    table = open_catalog(settings).load_table((NS, "trades_unified"))
+    (snapshot,) = table.snapshots()  # one commit ...
+    assert int(snapshot.summary["added-data-files"]) > 10  # ... of several staged parts per day partition
+    got = table.scan(selected_fields=("exchange", "trade_id")).to_arrow()
+    assert set(got.column("exchange").unique().to_pylist()) == {"SCRIPTED"}
+    ids = np.sort(got.column("trade_id").to_numpy(zero_copy_only=False).astype(np.int64))
+    assert np.array_equal(ids, np.arange(1_000, 1_000 + trades))  # every trade once: none lost, none doubled

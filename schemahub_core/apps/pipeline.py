@@ -90,13 +90,14 @@ def run_ingest(
     return stats
 
 
-def run_unify(settings: Settings, registry: Registry, target: str, *, catalog: Catalog | None = None) -> RunStats:
-    """One incremental, idempotent unify of ``target`` from all its mappings."""
+def run_unify(settings: Settings, registry: Registry, target: str, *, catalog: Catalog | None = None,
+              memory_mb: int | None = None) -> RunStats:
+    """One incremental, idempotent unify of ``target`` from all its mappings, within ``memory_mb`` (or the setting)."""
     catalog = catalog or open_catalog(settings)
     sink_cls = registry.sinks.get(settings.sink)
     sink = sink_cls(catalog, settings.namespace) if sink_cls is not None else None
     return unify(catalog, settings.namespace, registry, target, target_mappings(settings, registry, target),
-                 sink=sink)
+                 sink=sink, memory_mb=memory_mb or settings.unify_memory_mb)
 
 
 def run_pipeline(
@@ -110,6 +111,7 @@ def run_pipeline(
     pages_per_commit: int = 1,
     on_progress: Callable[[RunStats], None] | None = None,
     catalog: Catalog | None = None,
+    memory_mb: int | None = None,
 ) -> list[RunStats]:
     """Ingest every source mapped into ``target``, then unify it; the stats of every step."""
     catalog = catalog or open_catalog(settings)
@@ -119,5 +121,5 @@ def run_pipeline(
     sources = list(dict.fromkeys(m.source for m in mappings))  # connector.stream, in mapping order
     stats = run_ingest(settings, registry, sources, symbols=symbols, since=since, until=until,
                        pages_per_commit=pages_per_commit, on_progress=on_progress, catalog=catalog)
-    stats.append(run_unify(settings, registry, target, catalog=catalog))
+    stats.append(run_unify(settings, registry, target, catalog=catalog, memory_mb=memory_mb))
     return stats

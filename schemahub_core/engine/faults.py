@@ -6,7 +6,9 @@ exact places that matter. The engines call ``fault_point(name)`` there:
 - ``ingest.before-commit`` / ``unify.before-commit`` / ``quarantine.before-commit`` / ``repair.before-commit``:
   the data files and manifests are written, the catalog commit has not happened;
 - ``ingest.after-commit`` / ``unify.after-commit`` / ``quarantine.after-commit`` / ``repair.after-commit``:
-  the catalog has the new snapshot, the engine has not seen the response yet.
+  the catalog has the new snapshot, the engine has not seen the response yet;
+- ``unify.staged``: one more part of a unify run is written as data files that no
+  snapshot references yet (reached once per part, before ``unify.before-commit``).
 
 ``SCHEMAHUB_TEST_FAULT=<point>:<n>[:<action>][,...]`` fires at the ``n``-th time
 ``point`` is reached in this process. Actions: ``kill`` (SIGKILL itself, the

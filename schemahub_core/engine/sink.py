@@ -26,10 +26,13 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
 from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, GreaterThanOrEqual, LessThan, Or
-from pyiceberg.table import Table
+from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table, Transaction
 from pyiceberg.table.snapshots import ancestors_of
 
 from schemahub_core.engine.faults import fault_point
@@ -56,6 +59,30 @@ class Sink(Protocol):
 
     def existing_keys(self, target: str, key: Iterable[str], time_column: str, days: Iterable[datetime]) -> pa.Table:
         """The ``key`` columns of the rows already in ``target`` on the given UTC days."""
+
+
+class StagingSink(Sink, Protocol):
+    """A sink that can write data files ahead of one commit, so a large publish needs no large batch in memory.
+
+    Unify streams through it: ``stage`` writes each flushed part as data files (nothing visible yet),
+    ``staged_keys`` reads the key columns back from them, ``publish_staged`` commits them all at once.
+    """
+
+    def stage(self, target: str, batch: pa.Table) -> list[DataFile]:
+        """Write ``batch`` as data files of ``target`` without committing them."""
+
+    def staged_keys(self, target: str, files: Iterable[DataFile], key: Iterable[str]) -> pa.Table:
+        """The ``key`` columns of staged ``files``."""
+
+    def publish_staged(
+        self,
+        target: str,
+        files: list[DataFile],
+        progress: Mapping[str, str],
+        expect: Mapping[str, str | None] | None = None,
+        stage: str = "unify",
+    ) -> int | None:
+        """Commit staged ``files`` and ``progress`` as one snapshot if ``expect`` still holds (as ``publish``)."""
 
 
 def progress_of(table: Table) -> dict[str, str]:
@@ -126,6 +153,47 @@ class IcebergSink:
         expect: Mapping[str, str | None] | None = None,
         stage: str = "unify",
     ) -> int | None:
+        return self._commit(target, lambda tx, props: tx.append(batch, snapshot_properties=props),
+                            progress, expect, stage)
+
+    def stage(self, target: str, batch: pa.Table) -> list[DataFile]:
+        if batch.num_rows == 0:
+            return []
+        table = self._load(target)
+        return list(_dataframe_to_data_files(table_metadata=table.metadata, df=batch, io=table.io))
+
+    def staged_keys(self, target: str, files: Iterable[DataFile], key: Iterable[str]) -> pa.Table:
+        table = self._load(target)
+        parts = []
+        for data_file in files:
+            with table.io.new_input(data_file.file_path).open() as stream:
+                parts.append(pq.read_table(stream, columns=list(key)))
+        return pa.concat_tables(parts) if parts else pa.table({})
+
+    def publish_staged(
+        self,
+        target: str,
+        files: list[DataFile],
+        progress: Mapping[str, str],
+        expect: Mapping[str, str | None] | None = None,
+        stage: str = "unify",
+    ) -> int | None:
+        def append(tx: Transaction, props: dict[str, str]) -> None:
+            with tx.update_snapshot(snapshot_properties=props).fast_append() as fast:
+                for data_file in files:
+                    fast.append_data_file(data_file)
+
+        return self._commit(target, append, progress, expect, stage)
+
+    def _commit(
+        self,
+        target: str,
+        append: Callable[[Transaction, dict[str, str]], None],
+        progress: Mapping[str, str],
+        expect: Mapping[str, str | None] | None,
+        stage: str,
+    ) -> int | None:
+        """The conditional commit loop of the module doc; ``append`` stages the snapshot in a transaction."""
         expect = dict(expect or {})
         snapshot_id: int | None = None
         for attempt in range(MAX_ATTEMPTS):
@@ -137,7 +205,7 @@ class IcebergSink:
                 if any(current.get(k) != v for k, v in expect.items()):
                     return None  # another writer moved the progress this batch started from
                 tx = table.transaction()
-                tx.append(batch, snapshot_properties={**current, **progress})
+                append(tx, {**current, **progress})
                 staged = tx.table_metadata.current_snapshot()
                 snapshot_id = staged.snapshot_id if staged else None
                 fault_point(f"{stage}.before-commit")

@@ -1,28 +1,53 @@
-"""Raw -> unified, incremental and idempotent: one commit per run, covering every source.
+"""Raw -> unified, incremental and idempotent, in bounded memory: one commit per run, covering every source.
 
-For each mapping into the target, read only the raw rows appended after the raw
-snapshot id recorded in the target's newest summary (``schemahub.source.<raw>``,
-an Iceberg incremental append scan), apply the mapping, and drop rows whose key
-is already in the batch or in the target's affected day partitions (an
-anti-join on the key columns only; never a table rewrite). Everything goes in
-ONE append whose summary records every source's new snapshot id, so the
-multi-source publish is atomic and a rerun starts exactly where it stopped.
-``ingest_ts`` is the commit's time (also in the summary as
-``schemahub.ingest-ts``). With no new raw snapshot there is no commit at all.
+For each mapping into the target, read only the raw data files appended after the raw
+snapshot id recorded in the target's newest summary (``schemahub.source.<raw>``, an
+Iceberg incremental append scan), one Arrow record batch at a time and only the columns
+the mapping reads. Each batch is mapped, and rows whose key is already in the run or in
+the target's day partition are dropped (an anti-join on the key columns only; never a
+table rewrite). Surviving rows are buffered and, whenever the buffer reaches its share of
+the memory bound, written as data files that nothing references yet ("staged"). At the
+end ONE append adds every staged file, and its summary records every source's new
+snapshot id, so the multi-source publish is atomic and a rerun starts exactly where the
+last commit stopped. A crash before that commit leaves only unreferenced files (the next
+run redoes the work); nothing is split across commits.
+
+The keys a batch is checked against, per UTC day of the target's time column, are the
+target's committed keys of that day plus the keys this run staged for it (read back from
+the staged files). They are cached per day within a share of the bound and evicted
+least-recently used, so memory holds a few days of key columns whatever the backlog;
+raw files are read in day order so each day is loaded once.
+
+``memory_mb`` bounds the unify process's peak resident memory (default
+``DEFAULT_MEMORY_MB``, setting ``unify_memory_mb``, option ``--memory-mb``): what the
+process already uses when the run starts and a measured reserve for Arrow's and
+Parquet's own working memory (``RESERVE``) are subtracted; an eighth of the rest is the
+buffer of mapped rows (a flush holds it about four times over), a quarter the key cache.
+A bound below what the process needs anyway (about 450 MiB) cannot be met: the run then
+works in the smallest parts, slower but just as exact.
+``ingest_ts`` is the run's time (also in the summary as ``schemahub.ingest-ts``). With
+no new raw snapshot there is no commit at all.
 """
 
 from __future__ import annotations
 
+import resource
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.table import Table
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import ArrowScan, _read_all_delete_files
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import FileScanTask, Table
 
+from schemahub_core.engine.faults import fault_point
 from schemahub_core.engine.ingest import RunStats, ensure_tables
 from schemahub_core.engine.sink import IcebergSink, Sink, retry_transient
 from schemahub_core.engine.state import INGEST_TS, source_key
@@ -32,35 +57,66 @@ from schemahub_core.framework.registry import Registry
 from schemahub_core.framework.targets import Target
 
 MAX_REPLANS = 20
+DEFAULT_MEMORY_MB = 1024
+MIB = 1 << 20
+# Measured: beyond the buffers it is given, a unify run peaks about this much above its starting resident
+# memory (Arrow's hash tables for dedup and join, the Parquet reader's and writer's buffers, allocator slack).
+RESERVE = 224 * MIB
+MIN_WORKING = 0  # a bound below what the process needs anyway: every record batch is its own part
+Day = datetime | None  # a UTC day of the target's time column (None: rows without a time)
 
 
 def first_per_key(batch: pa.Table, key: Sequence[str]) -> pa.Table:
     """Keep the first row of each key (vectorized: a group-by on the row index)."""
     if batch.num_rows == 0:
         return batch
-    indexed = batch.select(list(key)).append_column("__row", pa.array(range(batch.num_rows), pa.int64()))
+    indexed = batch.select(list(key)).append_column("__row", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
     first = indexed.group_by(list(key), use_threads=False).aggregate([("__row", "min")]).column("__row_min")
     return batch.take(first.combine_chunks())
 
 
-def new_rows(raw: Table, consumed: str | None, to_snapshot_id: int) -> tuple[pa.Table, list[str]]:
-    """Rows appended to ``raw`` after snapshot ``consumed`` up to ``to_snapshot_id``, and their files.
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux), else its peak so far."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def new_files(raw: Table, consumed: str | None, to_snapshot_id: int) -> list[FileScanTask]:
+    """The data files appended to ``raw`` after snapshot ``consumed`` up to ``to_snapshot_id``.
 
     Without a consumed id (first run), or when it was expired from the table's
-    history, this reads the whole table at ``to_snapshot_id``: more work, same
+    history, these are all files of the table at ``to_snapshot_id``: more work, same
     result, because the anti-join drops what is already unified.
     """
     if consumed is not None:
         try:
-            scan = raw.incremental_append_scan(from_snapshot_id_exclusive=int(consumed),
-                                               to_snapshot_id_inclusive=to_snapshot_id)
-            files = [task.file.file_path for task in scan.plan_files()]
-            return scan.to_arrow(), files
+            return list(raw.incremental_append_scan(from_snapshot_id_exclusive=int(consumed),
+                                                    to_snapshot_id_inclusive=to_snapshot_id).plan_files())
         except ValueError:
             pass  # consumed snapshot no longer in the lineage (expired): fall back to a full read
-    scan = raw.scan(snapshot_id=to_snapshot_id)
-    files = [task.file.file_path for task in scan.plan_files()]
-    return scan.to_arrow(), files
+    return list(raw.scan(snapshot_id=to_snapshot_id).plan_files())
+
+
+def read_batches(raw: Table, task: FileScanTask, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The record batches of one data file, only ``columns``, read lazily in this thread.
+
+    pyiceberg's own batch reader maps whole files ahead on a thread pool and holds them,
+    which is what a bounded unify must avoid.
+    """
+    scan = ArrowScan(raw.metadata, raw.io, raw.schema().select(*columns), AlwaysTrue())
+    yield from scan._record_batches_from_scan_tasks_and_deletes([task], _read_all_delete_files(raw.io, [task]))
+
+
+def _partition_order(task: FileScanTask) -> tuple[int, str]:
+    partition = task.file.partition
+    first = partition[0] if len(partition) else None
+    return (first if isinstance(first, int) else -1, task.file.file_path)
 
 
 def _load(catalog: Catalog, namespace: str, name: str) -> Table | None:
@@ -70,38 +126,124 @@ def _load(catalog: Catalog, namespace: str, name: str) -> Table | None:
         return None
 
 
-def _plan(catalog: Catalog, namespace: str, registry: Registry, target: Target, mappings: Sequence[Mapping],
-          progress: dict[str, str], stats: RunStats) -> tuple[pa.Table | None, dict[str, str], dict[str, str | None]]:
-    """Map the new raw rows of every source; return (batch or None, new progress, expected progress)."""
-    batches, new_progress, expect = [], {}, {}
-    for mapping in mappings:
+class _Writer:
+    """Buffers mapped batches; each flush dedups them against known keys and stages the survivors (one part)."""
+
+    def __init__(self, sink: Sink, target: Target, working: int, now: datetime) -> None:
+        self.sink, self.target, self.now = sink, target, now
+        self.key = list(target.key)
+        self.key_schema = pa.schema([target.schema.field(k) for k in self.key])
+        self.staging = all(hasattr(sink, m) for m in ("stage", "staged_keys", "publish_staged"))
+        # a flush holds the buffer about four times over (dedup, sort, partition split, encoding)
+        self.flush_bytes = working // 8
+        self.key_bytes = working // 4
+        self.known: OrderedDict[Day, pa.Table] = OrderedDict()
+        self.staged: dict[Day, list[DataFile]] = {}
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
+        self.unified = 0
+        self.parts: list[pa.Table] = []  # a sink that cannot stage: published as one batch at the end
+
+    def _known(self, day: Day) -> pa.Table:
+        """Keys of ``day`` committed in the target or staged by this run (cached, least recently used out)."""
+        if day in self.known:
+            self.known.move_to_end(day)
+            return self.known[day]
+        parts = [self.key_schema.empty_table()]
+        if day is not None:
+            parts.append(self.sink.existing_keys(self.target.name, self.key, self.target.time_column, [day]))
+        if self.staged.get(day):
+            parts.append(self.sink.staged_keys(self.target.name, self.staged[day], self.key))  # type: ignore[attr-defined]
+        keys = pa.concat_tables([p.select(self.key).cast(self.key_schema) for p in parts])
+        if self.staging:  # every cached key is in the target or a staged file, so it can be read back later
+            used = sum(t.nbytes for t in self.known.values())
+            while self.known and used + keys.nbytes > self.key_bytes:
+                used -= self.known.popitem(last=False)[1].nbytes
+        self.known[day] = keys
+        return keys
+
+    def add(self, mapped: pa.Table) -> None:
+        self.buffer.append(mapped)
+        self.buffered += mapped.nbytes
+        if self.buffered >= self.flush_bytes:
+            self.flush()
+
+    def _finish_rows(self, rows: pa.Table) -> pa.Table:
+        column = self.target.ingest_column
+        if column:
+            i = rows.schema.get_field_index(column)
+            rows = rows.set_column(i, rows.schema.field(i),
+                                   pa.repeat(pa.scalar(self.now, rows.schema.field(i).type), rows.num_rows))
+        return rows.sort_by(self.target.time_column)
+
+    def flush(self) -> None:
+        """Dedup the buffer day by day and stage the new rows as data files: one part, invisible until commit."""
+        if not self.buffer:
+            return
+        batch = pa.concat_tables(self.buffer)
+        self.buffer, self.buffered = [], 0
+        days = pc.floor_temporal(batch.column(self.target.time_column), unit="day")
+        for day in sorted(pc.unique(days).to_pylist(), key=lambda d: (d is not None, d)):
+            mask = pc.is_null(days) if day is None else pc.equal(days, pa.scalar(day, days.type))
+            rows = first_per_key(batch.filter(mask), self.key)
+            known = self._known(day)
+            if known.num_rows:
+                rows = known.join(rows, self.key, join_type="right anti").select(self.target.schema.names)
+            if rows.num_rows == 0:
+                continue
+            rows = self._finish_rows(rows.cast(self.target.schema))  # the join drops the columns' nullability
+            self.unified += rows.num_rows
+            if self.staging:
+                self.staged.setdefault(day, []).extend(self.sink.stage(self.target.name, rows))  # type: ignore[attr-defined]
+            else:
+                self.parts.append(rows)
+            self.known[day] = pa.concat_tables([known, rows.select(self.key).cast(self.key_schema)])
+        if self.staging:
+            fault_point("unify.staged")
+
+    def publish(self, progress: dict[str, str], expect: dict[str, str | None]) -> int | None:
+        self.flush()
+        if self.staging:
+            files = [f for day in self.staged.values() for f in day]
+            return self.sink.publish_staged(self.target.name, files, progress,  # type: ignore[attr-defined]
+                                            expect=expect, stage="unify")
+        batch = pa.concat_tables(self.parts) if self.parts else self.target.schema.empty_table()
+        return self.sink.publish(self.target.name, batch, progress, expect=expect, stage="unify")
+
+
+def _attempt(catalog: Catalog, namespace: str, registry: Registry, target: Target, mappings: Sequence[Mapping],
+             sink: Sink, working: int, stats: RunStats) -> bool:
+    """One plan-read-stage-commit pass; False if another unify moved the progress first."""
+    progress = sink.progress(target.name)
+    expect: dict[str, str | None] = {}
+    new_progress: dict[str, str] = {}
+    work: list[tuple[tuple[int, str], int, Mapping, Table, FileScanTask]] = []
+    for n, mapping in enumerate(mappings):
         key = source_key(mapping.raw_table)
         expect[key] = progress.get(key)
         raw = _load(catalog, namespace, mapping.raw_table)
         snapshot = raw.current_snapshot() if raw is not None else None
-        if snapshot is None or progress.get(key) == str(snapshot.snapshot_id):
+        if raw is None or snapshot is None or progress.get(key) == str(snapshot.snapshot_id):
             continue
-        data, files = new_rows(raw, progress.get(key), snapshot.snapshot_id)
-        stats.fetched += data.num_rows
-        stats.scanned_files += files
-        batches.append(mapping.apply(data, registry, target.schema))
         new_progress[key] = str(snapshot.snapshot_id)
+        for task in new_files(raw, progress.get(key), snapshot.snapshot_id):
+            work.append((_partition_order(task), n, mapping, raw, task))
+    stats.fetched, stats.scanned_files = 0, [w[4].file.file_path for w in work]
     if not new_progress:
-        return None, {}, expect
-    return pa.concat_tables(batches), new_progress, expect
-
-
-def _drop_known(sink: Sink, target: Target, batch: pa.Table) -> pa.Table:
-    """Drop keys repeated in the batch or already in the target's affected day partitions."""
-    batch = first_per_key(batch, target.key)
-    if batch.num_rows == 0:
-        return batch
-    days = pc.unique(pc.floor_temporal(batch.column(target.time_column), unit="day")).drop_null().to_pylist()
-    existing = sink.existing_keys(target.name, target.key, target.time_column, days)
-    if existing.num_rows:
-        batch = batch.join(existing.cast(batch.select(list(target.key)).schema), list(target.key),
-                           join_type="left anti")
-    return batch.select(target.schema.names).cast(target.schema)
+        return True  # nothing new: no snapshot
+    now = datetime.now(UTC)
+    writer = _Writer(sink, target, working, now)
+    for _, _, mapping, raw, task in sorted(work, key=lambda w: (w[0], w[1])):  # day order: each day's keys load once
+        for batch in read_batches(raw, task, list(mapping.columns)):
+            stats.fetched += batch.num_rows
+            writer.add(mapping.apply(pa.Table.from_batches([batch]), registry, target.schema))
+    new_progress[INGEST_TS] = now.isoformat()
+    snapshot_id = writer.publish(new_progress, expect)
+    if snapshot_id is None:
+        return False
+    stats.unified, stats.deduplicated = writer.unified, stats.fetched - writer.unified
+    stats.commits, stats.snapshot_id = 1, snapshot_id
+    return True
 
 
 def unify(
@@ -112,6 +254,7 @@ def unify(
     mappings: Sequence[Mapping],
     *,
     sink: Sink | None = None,
+    memory_mb: int = DEFAULT_MEMORY_MB,
 ) -> RunStats:
     """Unify the new raw data of every mapping into ``target_name`` in one commit; see the module doc.
 
@@ -122,6 +265,8 @@ def unify(
     target = registry.targets.get(target_name)
     if target is None:
         raise KeyError(f"unknown target {target_name!r} (targets: {', '.join(sorted(registry.targets))})")
+    if memory_mb <= 0:
+        raise ValueError(f"unify memory bound must be positive, got {memory_mb} MiB")
     mappings = [m for m in mappings if m.target_table == target_name]
     for mapping in mappings:
         check_mapping(mapping, registry)
@@ -129,25 +274,9 @@ def unify(
     sink = sink or IcebergSink(catalog, namespace)
     started = time.monotonic()
     stats = RunStats("unify", target_name)
+    working = max(MIN_WORKING, memory_mb * MIB - resident_bytes() - RESERVE)
     for _ in range(MAX_REPLANS):
-        stats.fetched, stats.scanned_files = 0, []
-        progress = sink.progress(target_name)
-        batch, new_progress, expect = _plan(catalog, namespace, registry, target, mappings, progress, stats)
-        if batch is None:
-            break  # nothing new: no snapshot
-        before = batch.num_rows
-        batch = _drop_known(sink, target, batch)
-        now = datetime.now(UTC)
-        if target.ingest_column:
-            i = batch.schema.get_field_index(target.ingest_column)
-            batch = batch.set_column(i, batch.schema.field(i), pa.repeat(pa.scalar(now, batch.schema.field(i).type),
-                                                                          batch.num_rows))
-        batch = batch.sort_by(target.time_column)
-        new_progress[INGEST_TS] = now.isoformat()
-        snapshot_id = sink.publish(target_name, batch, new_progress, expect=expect, stage="unify")
-        if snapshot_id is not None:
-            stats.deduplicated, stats.unified = before - batch.num_rows, batch.num_rows
-            stats.commits, stats.snapshot_id = 1, snapshot_id
+        if _attempt(catalog, namespace, registry, target, mappings, sink, working, stats):
             break
     else:
         stats.error = f"gave up after {MAX_REPLANS} concurrent unify runs won the commit"

@@ -32,6 +32,7 @@ class Settings:
     streams_dir: Path = Path("config") / "streams"  # user-level stream overrides (framework/streams.py)
     raw_payload: bool = True
     sink: str = "iceberg"
+    unify_memory_mb: int = 1024  # peak memory of a unify run, whatever the backlog (docs/exactly-once.md)
     config_path: Path | None = None
 
     def connector_options(self, name: str) -> dict[str, Any]:
@@ -67,7 +68,8 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     elif explicit:
         raise ConfigError(f"{path}: config file not found (from --config or SCHEMAHUB_CONFIG)")
-    known = {"home", "catalog", "namespace", "connectors", "mappings_dir", "streams_dir", "raw_payload", "sink"}
+    known = {"home", "catalog", "namespace", "connectors", "mappings_dir", "streams_dir", "raw_payload", "sink",
+             "unify_memory_mb"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -78,6 +80,9 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
     connectors = data.get("connectors") or {}
     if not isinstance(connectors, dict):
         raise ConfigError(f"{path}: 'connectors' must map connector names to their options")
+    memory = data.get("unify_memory_mb", 1024)
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory <= 0:
+        raise ConfigError(f"{path}: 'unify_memory_mb' must be a positive number of MiB, got {memory!r}")
     return Settings(
         home=home,
         catalog=dict(catalog),
@@ -87,5 +92,6 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
         streams_dir=Path(data.get("streams_dir", Path("config") / "streams")),
         raw_payload=bool(data.get("raw_payload", True)),
         sink=str(data.get("sink", "iceberg")),
+        unify_memory_mb=memory,
         config_path=path if path.is_file() else None,
     )

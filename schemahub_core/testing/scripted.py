@@ -202,3 +202,45 @@ def scripted_registry() -> Registry:
         registry.connectors[cls.name] = cls
     registry.mappings.extend(("scripted", m) for m in mappings())
     return registry
+
+
+def land_backlog(catalog: Any, namespace: str, trades: int, *, days: int = 4, repeat: float = 0.03,
+                 commit_rows: int = 250_000, first_id: int = 1_000, seed: int = 0) -> int:
+    """Land ``trades`` scripted BTC/ETH trades straight into ``raw_scripted_trades``, for unify at scale.
+
+    No venue and no pages: batches go through the engine's own writer (``IcebergSink.publish``), one commit
+    per ``commit_rows``, spread evenly over ``days`` from ``START_MS``. A share ``repeat`` of them is landed a
+    second time in a later commit, as overlapping fetches do, so unify has duplicates to drop. Trade ``i``
+    has id ``first_id + i``; returns the number of distinct trades.
+    """
+    import numpy as np
+
+    from schemahub_core.engine.ingest import ensure_tables
+    from schemahub_core.engine.sink import IcebergSink
+    from schemahub_core.engine.tables import TableDef, raw_schema, raw_table_name
+
+    name = raw_table_name(ScriptedConnector.name, "trades")
+    schema = raw_schema(TRADES)
+    ensure_tables(catalog, namespace, [TableDef(name, schema, TRADES.event_time)])
+    rng = np.random.default_rng(seed)
+    span_us = days * 86_400_000_000
+    index = np.arange(trades, dtype=np.int64)
+    again = np.sort(rng.choice(trades, size=int(trades * repeat), replace=False))
+    order = np.concatenate([index, again])  # repeats come after the original: a later commit
+    sink = IcebergSink(catalog, namespace)
+    for lo in range(0, len(order), commit_rows):
+        i = order[lo:lo + commit_rows]
+        n = len(i)
+        batch = pa.table({
+            "symbol": pa.array(np.where(i % 3 == 0, "ETHUSD", "BTCUSD")),
+            "id": pa.array(first_id + i),
+            "price": pa.array(42_000 + (i % 1000) * 0.01),
+            "qty": pa.array(0.001 + (i % 997) * 0.001),
+            "time": pa.array(START_MS * 1000 + i * (span_us // max(trades, 1)), TS),
+            "is_buyer_maker": pa.array(i % 2 == 0),
+            "_source": pa.array([ScriptedConnector.name] * n, pa.string()),
+            "_source_ingest_ts": pa.array(np.full(n, START_MS * 1000, dtype=np.int64), TS),
+            "_raw_payload": pa.nulls(n, pa.string()),
+        }).cast(schema)
+        sink.publish(name, batch, {}, stage="ingest")
+    return trades

@@ -120,30 +120,38 @@ def run_ingest_cmd(ctx: Context, sources: tuple[str, ...], symbols: str | None, 
     _print_run(stats, as_json)
 
 
+def _memory_option(fn: Any) -> Any:
+    return click.option("--memory-mb", type=click.IntRange(min=1), default=None,
+                        help="Peak memory of the unify step in MiB, whatever the backlog "
+                             "(default: the unify_memory_mb setting, 1024).")(fn)
+
+
 @run_group.command(name="unify")
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@_memory_option
 @pass_ctx
-def run_unify_cmd(ctx: Context, target: str, as_json: bool) -> None:
+def run_unify_cmd(ctx: Context, target: str, as_json: bool, memory_mb: int | None) -> None:
     """Append the raw rows not yet in TARGET (e.g. trades_unified), deduplicated, in one commit."""
     from schemahub_core.apps.pipeline import run_unify
 
     stats = _run_engine(as_json, lambda on_progress: run_unify(ctx.settings, ctx.registry, target,
-                                                               catalog=ctx.catalog()))
+                                                               catalog=ctx.catalog(), memory_mb=memory_mb))
     _print_run(stats, as_json)
 
 
 @run_group.command(name="pipeline")
 @click.argument("target")
 @_run_options
+@_memory_option
 @pass_ctx
 def run_pipeline_cmd(ctx: Context, target: str, symbols: str | None, since: str | None, until: str | None,
-                     pages_per_commit: int, as_json: bool) -> None:
+                     pages_per_commit: int, as_json: bool, memory_mb: int | None) -> None:
     """Ingest every source mapped into TARGET, then unify it."""
     from schemahub_core.apps.pipeline import run_pipeline
 
     symbol_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
     stats = _run_engine(as_json, lambda on_progress: run_pipeline(
         ctx.settings, ctx.registry, target, symbols=symbol_list, since=parse_time(since), until=parse_time(until),
-        pages_per_commit=pages_per_commit, on_progress=on_progress, catalog=ctx.catalog()))
+        pages_per_commit=pages_per_commit, on_progress=on_progress, catalog=ctx.catalog(), memory_mb=memory_mb))
     _print_run(stats, as_json)
