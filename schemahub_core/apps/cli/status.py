@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from schemahub_core.apps.cli.context import Context, console, emit_json, pass_ctx, plain
+from schemahub_core.apps.cli.context import Context, console, emit_json, err_console, pass_ctx, plain
 
 
 def _age(seconds: float | None) -> str:
@@ -38,7 +38,11 @@ def status(ctx: Context, as_json: bool) -> None:
     catalog = ctx.catalog()
     now = datetime.now(UTC)
     sources = watermark_rows(catalog, ctx.settings.namespace, ctx.registry)
-    audited = run_audit(ctx.settings, ctx.registry, catalog=catalog, reconcile=False) if sources else None
+    audited, why = None, None
+    try:  # completeness is extra information: a broken mapping file must not hide the rest of the status
+        audited = run_audit(ctx.settings, ctx.registry, catalog=catalog, reconcile=False) if sources else None
+    except Exception as exc:
+        why = f"completeness not computed: {exc}"
     shares = audited.completeness() if audited else {}
     for r in sources:
         r["lag_seconds"] = round((now - r["last_ts"]).total_seconds(), 3) if r["last_ts"] else None
@@ -47,8 +51,10 @@ def status(ctx: Context, as_json: bool) -> None:
         r["gaps"] = sum(1 for g in audited.gaps if (g.source, g.stream, g.symbol) == key) if audited else 0
     targets = unify_rows(catalog, ctx.settings.namespace, ctx.registry)
     if as_json:
-        emit_json({"sources": sources, "targets": targets})
+        emit_json({"sources": sources, "targets": targets, **({"completeness_error": why} if why else {})})
         return
+    if why:
+        err_console.print(plain(why), highlight=False)
     if not sources and not targets:
         console.print("nothing ingested yet: try `schemahub run pipeline trades_unified`")
         return
