@@ -123,6 +123,8 @@ def test_output_as_a_table_csv_json_and_parquet(venue_lake, tmp_path: Path) -> N
     assert re.search(r"exchange\s.*\bn\b", shown) and f"{len(want)} rows" in shown
     for row in want:
         assert re.search(rf"{row['exchange']}\s+\S*\s*{row['n']}\b", shown)
+    literal = sql_cli(venue_lake, "SELECT '[bold]x[/] [a-z]' AS \"[c]\"").stdout  # data is never rich markup
+    assert "[bold]x[/] [a-z]" in literal and "[c]" in literal
     csv_lines = sql_cli(venue_lake, "--csv", query).stdout.splitlines()
     assert csv_lines == ['"exchange","n"', *(f'"{r["exchange"]}",{r["n"]}' for r in want)]
     assert json.loads(sql_cli(venue_lake, "--json", query).stdout) == want
@@ -168,3 +170,20 @@ def test_sql_on_glue_and_s3(s3_glue_home: StorageHome) -> None:
 def test_an_empty_home_says_to_run_init(home: Path) -> None:
     proc = run_cli("sql", "SELECT 1", check=False)
     assert proc.returncode == 1 and "schemahub init" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_prompt_runs_statements_ended_by_semicolons_and_survives_errors(venue_lake, monkeypatch, capsys) -> None:
+    from schemahub_core.apps.cli.sql import _interactive
+    from schemahub_core.apps.sql import Lake
+
+    lines = iter(["SELECT COUNT(*) AS n", "FROM trades_unified;", "SELEC 1;", "SELECT 41 + 1 AS answer;", ".quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    lake = Lake(venue_lake.settings, open_catalog(venue_lake.settings))
+    try:
+        _interactive(lake)
+    finally:
+        lake.close()
+    out = capsys.readouterr()
+    n = open_catalog(venue_lake.settings).load_table(("schemahub", "trades_unified")).scan().count()
+    assert re.search(rf"\b{n}\b", out.out) and "42" in out.out
+    assert 'syntax error at or near "SELEC"' in out.err

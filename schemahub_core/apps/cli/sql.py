@@ -9,17 +9,18 @@ from typing import Any
 import click
 import pyarrow as pa
 
-from schemahub_core.apps.cli.context import Context, console, fail, pass_ctx
+from schemahub_core.apps.cli.context import Context, console, error_line, fail, pass_ctx, plain
 
 MAX_SHOWN = 1000  # rows in the terminal table; --csv, --json and --parquet write them all
 
 
 def _cell(value: Any) -> str:
+    """A value as typed (never read as rich markup: it is the user's data)."""
     if value is None:
         return "NULL"
     if isinstance(value, float):
         return f"{value:.10g}"
-    return str(value)
+    return plain(value)
 
 
 def _print_table(result: pa.Table) -> None:
@@ -27,7 +28,7 @@ def _print_table(result: pa.Table) -> None:
 
     table = Table(show_lines=False)
     for name in result.column_names:
-        table.add_column(name, overflow="fold")
+        table.add_column(plain(name), overflow="fold")
     shown = result.slice(0, MAX_SHOWN)
     for row in shown.to_pylist():
         table.add_row(*(_cell(v) for v in row.values()))
@@ -42,7 +43,7 @@ def _emit(result: pa.Table, as_csv: bool, as_json: bool, parquet_path: str | Non
         import pyarrow.parquet as pq
 
         pq.write_table(result, parquet_path)
-        console.print(f"wrote {result.num_rows} rows to {parquet_path}", highlight=False)
+        console.print(f"wrote {result.num_rows} rows to {plain(parquet_path)}", highlight=False)
     elif as_csv:
         import pyarrow.csv as pcsv
 
@@ -58,7 +59,7 @@ def _interactive(lake: Any) -> None:
     """A small prompt: statements end with ``;``, ``.quit`` or Ctrl-D leaves. Errors print and go on."""
     from schemahub_core.apps.sql import SqlError
 
-    console.print(f"[bold]schemahub sql[/]: {len(lake.views)} tables ({', '.join(v.name for v in lake.views)}); "
+    console.print(f"[bold]schemahub sql[/]: {len(lake.views)} tables ({plain(', '.join(v.name for v in lake.views))}); "
                   "end statements with ';', .quit to leave", highlight=False)
     buffer: list[str] = []
     while True:
@@ -76,7 +77,7 @@ def _interactive(lake: Any) -> None:
         try:
             _print_table(lake.query(statement))
         except SqlError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            error_line(str(exc))
 
 
 @click.command()
