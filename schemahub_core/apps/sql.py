@@ -28,7 +28,6 @@ from pyiceberg.exceptions import NoSuchNamespaceError
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
-from schemahub_core.apps.replay import ReplayError, parse_instant
 from schemahub_core.framework.config import Settings
 
 if TYPE_CHECKING:
@@ -115,6 +114,8 @@ def resolve_as_of(tables: dict[str, Table], as_of: str | None) -> dict[str, Snap
                            "or a table's snapshot list in `schemahub status`)")
         at_ms = tables[owner].snapshot_by_id(sid).timestamp_ms
     else:
+        from schemahub_core.apps.replay import ReplayError, parse_instant  # replay's imports cost ~1 s: only here
+
         try:
             moment: datetime = parse_instant(text)
         except ReplayError as exc:
