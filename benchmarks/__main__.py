@@ -31,6 +31,7 @@ BENCHMARKS = {
     "archive": "benchmarks.archive",
     "audit": "benchmarks.audit",
     "unify_memory": "benchmarks.unify_memory",
+    "history": "benchmarks.history",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -75,8 +75,8 @@ def killed_runs(tmp_path: Path, seed: int) -> list[tuple[str | float, int, str]]
     home, out = tmp_path / "home", []
     for kill in crash_plan(seed):
         fault = kill if isinstance(kill, str) else None
-        proc = start_cli(["run", "pipeline", "trades_unified"], child_env(tmp_path, home, crash_options(seed), fault),
-                         tmp_path)
+        proc = start_cli(["run", "pipeline", "trades_unified", "--pages-per-commit", "1"],
+                         child_env(tmp_path, home, crash_options(seed), fault), tmp_path)
         if isinstance(kill, float):
             try:
                 proc.wait(timeout=kill)
@@ -151,7 +151,8 @@ def test_two_ingest_processes_on_one_source_land_every_trade_once(tmp_path: Path
     options = {"scripted": {"trades": 40, "page_size": 5, "slow_ms": 0 if race == "stalled" else 15}}
     home = tmp_path / "home"
     stall = "ingest.before-commit:2:sleep=3" if race == "stalled" else None
-    procs = [start_cli(["run", "ingest", "scripted", "--json"], child_env(tmp_path, home, options, fault), tmp_path)
+    procs = [start_cli(["run", "ingest", "scripted", "--json", "--pages-per-commit", "1"],
+                       child_env(tmp_path, home, options, fault), tmp_path)
              for fault in (stall, None)]
     results = [p.communicate(timeout=120) for p in procs]
     for p, (_, err) in zip(procs, results, strict=True):
@@ -179,7 +180,8 @@ def test_sigkill_between_staged_unify_parts_then_rerun_is_exact(tmp_path: Path) 
         folder = tmp_path / f"k{i}"
         folder.mkdir()
         home, options = folder / "home", crash_options(i)
-        ingest = start_cli(["run", "ingest", "scripted", "scripted_b"], child_env(folder, home, options), folder)
+        ingest = start_cli(["run", "ingest", "scripted", "scripted_b", "--pages-per-commit", "1"],
+                           child_env(folder, home, options), folder)  # one raw file per page
         assert ingest.wait(timeout=120) == 0, ingest.communicate()[1]
         proc = start_cli(["run", "unify", "trades_unified", "--memory-mb", "1"],
                          child_env(folder, home, options, kills[i]), folder)

@@ -55,7 +55,7 @@ def test_a_new_field_mid_run_is_detected_proposed_applied_and_lands_exactly_once
     init_tables(catalog, NS, registry)
     sandbox.inject("binance", "new_field", field="venue_flag", value="X", after=DRIFT_AT.isoformat())
 
-    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], since=T0, until=T1)
+    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], since=T0, until=T1, pages_per_commit=1)
     (found,) = check(catalog, NS, registry)
     drifted = sandbox.expected_trade_ids("binance", "BTCUSDT", DRIFT_AT, T1)
     total = sandbox.expected_trade_ids("binance", "BTCUSDT", T0, T1)

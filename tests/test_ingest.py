@@ -23,6 +23,7 @@ from scripted_support import (
 from schemahub_core.apps.pipeline import run_ingest, run_pipeline, symbols_for
 from schemahub_core.engine import faults
 from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.coverage import Span, read_state
 from schemahub_core.engine.ingest import ingest, parse_when
 from schemahub_core.engine.sink import is_transient
 from schemahub_core.engine.state import read_cursor, watermark_rows
@@ -33,17 +34,23 @@ def _snapshots(settings, table: str) -> list[int]:
     return [s.snapshot_id for s in open_catalog(settings).load_table((NS, table)).snapshots()]
 
 
-def test_each_page_commits_with_its_cursor_and_a_rerun_resumes_from_it(tmp_path) -> None:
+def test_each_batch_commits_with_its_coverage_and_a_rerun_resumes_from_it(tmp_path) -> None:
     options = {"scripted": {"trades": 25, "page_size": 10}, "scripted_b": {"trades": 5}}
     settings = settings_for(tmp_path, options)
-    first = run_ingest(settings, registry(), ["scripted"], symbols=["BTC-USD"])
+    first = run_ingest(settings, registry(), ["scripted"], symbols=["BTC-USD"], commit_rows=10)
     assert [(s.fetched, s.landed, s.commits) for s in first] == [(25, 25, 3)]
     table = open_catalog(settings).load_table((NS, "raw_scripted_trades"))
     trades = trades_for("scripted", 0, "BTC-USD", 25)
-    cursors = [json.loads(s.summary.additional_properties["schemahub.cursor.trades.BTC-USD"])
-               for s in table.snapshots()]
-    assert cursors == [trades[9]["id"], trades[19]["id"], trades[24]["id"]]  # one commit per page
+    us = [t["time"] * 1000 for t in trades]
+    claims = [json.loads(s.summary.additional_properties["schemahub.covers.trades.BTC-USD"])
+              for s in table.snapshots()]
+    # one claim per batch of 10 rows, each ending open at its last trade, resumable from its id
+    assert claims == [[us[0], us[9], trades[9]["id"]], [us[9], us[19], trades[19]["id"]],
+                      [us[19], us[24], trades[24]["id"]]]
+    assert read_state(table, "trades", "BTC-USD").spans == [Span(us[0], us[24], trades[24]["id"])]
     assert read_cursor(table, "trades", "BTC-USD") == trades[-1]["id"]
+    assert set(table.snapshots()[-1].summary.additional_properties) >= {
+        "schemahub.coverage.trades.BTC-USD", "schemahub.rows.trades.BTC-USD"}
 
     again = run_ingest(settings, registry(), ["scripted"], symbols=["BTC-USD"])
     assert [(s.fetched, s.landed, s.commits) for s in again] == [(0, 0, 0)]
@@ -53,11 +60,12 @@ def test_each_page_commits_with_its_cursor_and_a_rerun_resumes_from_it(tmp_path)
     assert [(s.fetched, s.landed) for s in run_ingest(more, registry(), ["scripted"], symbols=["BTC-USD"])] == [(7, 7)]
     assert raw_keys(more, "scripted") == restrict(served_keys("scripted", {"trades": 32}), 0, "BTCUSD")
     (mark,) = watermark_rows(open_catalog(more), NS, registry())
-    assert (mark["symbol"], mark["cursor"], mark["rows"]) == ("BTC-USD", str(trades_for("scripted", 0, "BTC-USD",
-                                                                                        32)[-1]["id"]), 32)
+    newest = trades_for("scripted", 0, "BTC-USD", 32)[-1]
+    assert (mark["symbol"], mark["cursor"], mark["rows"], mark["holes"]) == ("BTC-USD", str(newest["id"]), 32, [])
+    assert [c["until"] for c in mark["covered"]] == [datetime.fromtimestamp(newest["time"] / 1000, UTC).isoformat()]
     mirror = open_catalog(more).load_table((NS, "schemahub_watermarks")).scan().to_arrow().to_pylist()
-    assert [(m["symbol"], m["cursor"], m["snapshot_id"]) for m in mirror] == [
-        ("BTC-USD", mark["cursor"], _snapshots(more, "raw_scripted_trades")[-1])]
+    assert [(m["symbol"], m["cursor"], m["snapshot_id"], json.loads(m["covered"])) for m in mirror] == [
+        ("BTC-USD", mark["cursor"], _snapshots(more, "raw_scripted_trades")[-1], mark["covered"])]
 
 
 def test_malformed_record_is_quarantined_with_its_payload_and_its_neighbours_land(tmp_path) -> None:
@@ -104,7 +112,7 @@ def test_unknown_commit_outcome_is_resolved_by_looking_for_the_snapshot(tmp_path
     settings = settings_for(tmp_path, options)
     monkeypatch.setenv(faults.ENV, fault)
     faults.reset()
-    stats = run_pipeline(settings, registry(), "trades_unified")
+    stats = run_pipeline(settings, registry(), "trades_unified", pages_per_commit=1)
     point, n, _ = fault.split(":")
     assert faults._reached[point] >= int(n), "the fault never fired"
     assert not [s.error for s in stats if s.error]

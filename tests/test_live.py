@@ -29,8 +29,7 @@ from schemahub_core.apps.live import (
 )
 from schemahub_core.apps.pipeline import run_unify
 from schemahub_core.engine.catalog import open_catalog
-from schemahub_core.engine.sink import progress_of
-from schemahub_core.engine.state import cursor_key
+from schemahub_core.engine.state import read_cursor
 from schemahub_core.framework.config import load_settings
 from schemahub_core.framework.livefeed import LiveQuote
 from schemahub_core.framework.registry import get_registry
@@ -152,8 +151,7 @@ def test_landed_quotes_equal_received_quotes_across_a_forced_reconnect(sandbox, 
         assert max(landed.values()) == 1, f"{source}: a quote landed twice"
         assert landed == got, f"{source}: landed != received"
         mine = [q for src, q in received if src == source]
-        progress = progress_of(table)
-        assert json.loads(progress[cursor_key("quotes", mine[-1].symbol)]) == mine[-1].cursor
+        assert read_cursor(table, "quotes", mine[-1].symbol) == mine[-1].cursor
     feeds = {p.source: p.feed for p in session.feeds}
     assert feeds["coinbase"].drops == feeds["kraken"].drops == 1
     stats = run_unify(settings, get_registry(), "quotes_unified", catalog=catalog)

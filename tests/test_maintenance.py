@@ -54,7 +54,7 @@ def engine_position(settings: Settings) -> dict[str, object]:
 def test_ingest_and_unify_resume_exactly_after_maintain(home: Path) -> None:
     registry = scripted_registry()
     settings = configure(load_settings(), trades=30)
-    run_pipeline(settings, registry, "trades_unified")
+    run_pipeline(settings, registry, "trades_unified", pages_per_commit=1)
     catalog = open_catalog(settings)
     position = engine_position(settings)
     rows_before = {n: catalog.load_table((NS, n)).scan().to_arrow().sort_by("_raw_payload") for n in RAW}
@@ -74,7 +74,7 @@ def test_ingest_and_unify_resume_exactly_after_maintain(home: Path) -> None:
 
     # more trades: ingest resumes from the cursors (fetches only the new ones) ...
     configure(settings, trades=60)
-    ingested = run_ingest(settings, registry, list(VENUES))
+    ingested = run_ingest(settings, registry, list(VENUES), pages_per_commit=1)
     assert [(s.fetched, s.landed, s.deduplicated) for s in ingested] == [(30, 30, 0)] * 3
 
     # ... maintenance runs again while those raw rows are not unified yet, through the CLI ...
@@ -92,19 +92,20 @@ def test_ingest_and_unify_resume_exactly_after_maintain(home: Path) -> None:
     assert again.unified == 0 and not again.commits
 
 
-def test_needed_snapshots_keep_cursor_setters_and_unread_lineage(home: Path) -> None:
+def test_needed_snapshots_keep_each_symbols_coverage_and_unread_lineage(home: Path) -> None:
     """Which snapshots expiry must spare, on a raw table with one symbol that stopped trading."""
     registry = scripted_registry()
     settings = load_settings()
     settings.connectors = {"scripted": {"trades": 10, "page_size": 5}}
-    run_ingest(settings, registry, ["scripted"], symbols=["ETH-USD"])  # ETH-USD's cursor is set here, then idles
+    # ETH-USD's coverage is set by its second commit, then it idles
+    run_ingest(settings, registry, ["scripted"], symbols=["ETH-USD"], pages_per_commit=1)
     settings.connectors = {"scripted": {"trades": 20, "page_size": 5}}
-    run_ingest(settings, registry, ["scripted"], symbols=["BTC-USD"])
+    run_ingest(settings, registry, ["scripted"], symbols=["BTC-USD"], pages_per_commit=1)
     raw = open_catalog(settings).load_table((NS, "raw_scripted_trades"))
     lineage = [s.snapshot_id for s in raw.snapshots()]  # oldest first: 2 ETH commits, then 4 BTC commits
     assert len(lineage) == 6
 
     keep = needed_snapshots(raw)
-    assert lineage[1] in keep, "the commit that set ETH-USD's current cursor"
+    assert lineage[1] in keep, "the commit that carries ETH-USD's current coverage"
     assert lineage[-1] in keep and lineage[0] not in keep and lineage[2] not in keep
     assert needed_snapshots(raw, consumed=[lineage[2]]) >= set(lineage[2:]), "unify's unread lineage"

@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
 from scripted_support import NS, expected_rows, registry, restrict, settings_for, unified_rows
 
 from schemahub_core.apps.pipeline import run_pipeline
@@ -21,7 +17,7 @@ from schemahub_core.engine import faults
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.engine.ingest import ingest
 from schemahub_core.engine.sink import IcebergSink, day_filter
-from schemahub_core.engine.unify import DEFAULT_MEMORY_MB, unify
+from schemahub_core.engine.unify import unify
 from schemahub_core.testing.scripted import START_MS, land_backlog
 
 
@@ -107,49 +103,7 @@ def test_a_unify_overtaken_by_another_replans_instead_of_appending_twice(tmp_pat
     assert unified_rows(settings) == expected_rows(options)
 
 
-# --- property: any paging, batching, replay and overlap yields the same unified table ------------------------
-
-N_TRADES = 12
-
-
-@st.composite
-def schedules(draw):
-    """Pages covering all trades (windows reaching back = overlap), replays, batch sizes, unify points."""
-    cuts = sorted(draw(st.sets(st.integers(1, N_TRADES - 1), max_size=5)))
-    bounds = [0, *cuts, N_TRADES]
-    pages = [list(range(a - draw(st.integers(0, min(a, 4))), b)) for a, b in zip(bounds, bounds[1:], strict=False)]
-    runs = [pages] + [
-        [pages[i] for i in draw(st.lists(st.integers(0, len(pages) - 1), min_size=1, max_size=3))]
-        for _ in range(draw(st.integers(0, 2)))
-    ]
-    runs = draw(st.permutations(runs))
-    reversed_eth = draw(st.booleans())  # ETH-USD pages in the opposite order: out-of-order windows
-    return {
-        "runs": [{"BTC-USD": run, "ETH-USD": list(reversed(run)) if reversed_eth else run} for run in runs],
-        "pages_per_commit": draw(st.integers(1, 3)),
-        "unify_after": draw(st.lists(st.booleans(), min_size=len(runs), max_size=len(runs))),
-        # 1 MiB: every record batch is its own staged part and no day's keys stay cached (read back each time)
-        "memory_mb": draw(st.sampled_from([1, DEFAULT_MEMORY_MB])),
-    }
-
-
-@hsettings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(schedule=schedules())
-def test_any_split_replay_or_overlap_of_the_same_trades_yields_the_same_unified_table(schedule) -> None:
-    reg = registry()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = settings_for(Path(tmp), {})
-        catalog = open_catalog(settings)
-        for script, unify_now in zip(schedule["runs"], schedule["unify_after"], strict=True):
-            stats = ingest(catalog, NS, reg, "scripted", options={"trades": N_TRADES, "script": script},
-                           pages_per_commit=schedule["pages_per_commit"])
-            assert not [s.error for s in stats if s.error]
-            if unify_now:
-                unify(catalog, NS, reg, "trades_unified", _mappings(reg), memory_mb=schedule["memory_mb"])
-        unify(catalog, NS, reg, "trades_unified", _mappings(reg), memory_mb=schedule["memory_mb"])
-        got = unified_rows(settings)
-    want = restrict(expected_rows({"scripted": {"trades": N_TRADES}}), 0, "SCRIPTED")
-    assert got == want
+# any set of overlapping windows, in any order, with unify in between: tests/test_coverage.py
 
 
 def test_the_anti_join_reads_only_the_affected_day_partitions_of_the_target(tmp_path) -> None:

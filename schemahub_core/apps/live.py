@@ -35,7 +35,7 @@ from rich.text import Text
 from schemahub_core.apps.replay import DEFAULT_QUOTE_ALIASES, fmt_price, matching_symbols
 from schemahub_core.engine.ingest import RunStats, StreamIngest, ensure_tables
 from schemahub_core.engine.sink import IcebergSink
-from schemahub_core.engine.state import cursor_key, decode_cursor, rebuild_watermarks
+from schemahub_core.engine.state import rebuild_watermarks
 from schemahub_core.engine.tables import (
     QUARANTINE,
     QUARANTINE_SCHEMA,
@@ -364,7 +364,7 @@ class Lander:
             ingest = StreamIngest(self.sink, self.registry, _Received(source, stream, quotes), stream, symbol,
                                   raw_payload=self.raw_payload)
             stats = ingest.run()
-            committed = decode_cursor(ingest.committed.get(cursor_key(stream.name, symbol)))
+            committed = ingest.state.cursor
             with self._lock:  # drop what the committed cursor covers; quotes received meanwhile stay
                 pending = self._pending[(source, symbol)]
                 del pending[:len(pending) - len(after_cursor(pending, committed))]

@@ -15,6 +15,7 @@ from pyiceberg.catalog import Catalog
 
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.engine.ingest import RunStats, ingest
+from schemahub_core.engine.limits import MAX_ROWS_PER_COMMIT, MAX_SECONDS_PER_COMMIT
 from schemahub_core.engine.state import rebuild_watermarks
 from schemahub_core.engine.unify import unify
 from schemahub_core.framework.config import Settings
@@ -70,7 +71,9 @@ def run_ingest(
     symbols: Sequence[str] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    pages_per_commit: int = 1,
+    pages_per_commit: int | None = None,
+    commit_rows: int = MAX_ROWS_PER_COMMIT,
+    commit_seconds: float = MAX_SECONDS_PER_COMMIT,
     on_progress: Callable[[RunStats], None] | None = None,
     catalog: Catalog | None = None,
 ) -> list[RunStats]:
@@ -84,7 +87,7 @@ def run_ingest(
         stats += ingest(catalog, settings.namespace, registry, source, options=settings.connector_options(source),
                         streams=streams, symbols=chosen, since=since, until=until,
                         raw_payload=settings.raw_payload, pages_per_commit=pages_per_commit,
-                        on_progress=on_progress)
+                        max_rows=commit_rows, max_seconds=commit_seconds, on_progress=on_progress)
     if stats:
         rebuild_watermarks(catalog, settings.namespace, registry)
     return stats
@@ -108,7 +111,9 @@ def run_pipeline(
     symbols: Sequence[str] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    pages_per_commit: int = 1,
+    pages_per_commit: int | None = None,
+    commit_rows: int = MAX_ROWS_PER_COMMIT,
+    commit_seconds: float = MAX_SECONDS_PER_COMMIT,
     on_progress: Callable[[RunStats], None] | None = None,
     catalog: Catalog | None = None,
     memory_mb: int | None = None,
@@ -120,6 +125,7 @@ def run_pipeline(
         check_mapping(mapping, registry)
     sources = list(dict.fromkeys(m.source for m in mappings))  # connector.stream, in mapping order
     stats = run_ingest(settings, registry, sources, symbols=symbols, since=since, until=until,
-                       pages_per_commit=pages_per_commit, on_progress=on_progress, catalog=catalog)
+                       pages_per_commit=pages_per_commit, commit_rows=commit_rows,
+                       commit_seconds=commit_seconds, on_progress=on_progress, catalog=catalog)
     stats.append(run_unify(settings, registry, target, catalog=catalog, memory_mb=memory_mb))
     return stats

@@ -32,15 +32,18 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
 
+from schemahub_core.engine.coverage import PER_SYMBOL, Span, claim_commit, micros
 from schemahub_core.engine.ingest import ensure_tables
 from schemahub_core.engine.raw import _cast_column
-from schemahub_core.engine.sink import PROGRESS_PREFIX, IcebergSink
+from schemahub_core.engine.sink import PROGRESS_PREFIX, Commit, IcebergSink, progress_of
 from schemahub_core.engine.state import cursor_key, decode_cursor, encode_cursor, last_ts_key, rows_key
 from schemahub_core.engine.tables import WATERMARKS, WATERMARKS_SCHEMA, TableDef, raw_schema, raw_table_name
 from schemahub_core.framework.archives import PAYLOAD, ArchiveError, ArchiveFile, sha256_of
@@ -295,7 +298,8 @@ class FileBackfill:
                     cursor = self._continued_cursor(rows, decode_cursor(committed.get(ckey)))
                     if cursor is not None:
                         progress[ckey] = encode_cursor(cursor)
-            snapshot_id = self.sink.publish(self.table, rows, progress, expect=expect, stage="archive")
+            snapshot_id = self.sink.publish_planned(self.table, partial(self._plan, rows, progress, expect, done),
+                                                    stage="archive")
             if snapshot_id is None:
                 continue  # a concurrent writer (REST ingest, another backfill) committed: look again
             self.stats.landed += rows.num_rows
@@ -303,6 +307,21 @@ class FileBackfill:
             self.stats.commits += 1
             self.on_progress(self.stats)
             return True
+
+    def _plan(self, rows: pa.Table, progress: dict[str, str], expect: dict[str, str | None], done: bool,
+              table: Table) -> Commit | None:
+        """The append, if ``expect`` still holds; the file's last commit also claims its period as coverage, so
+        REST windows over it land nothing twice and forward REST continues from its end."""
+        current = progress_of(table)
+        if any(current.get(k) != v for k, v in expect.items()):
+            return None
+        if done:
+            claim = Span(micros(self.file.start), micros(self.file.end))
+            planned = claim_commit(table, self.stream.name, self.file.symbol, self.stream.event_time, claim, None,
+                                   rows, extra=progress)
+            if planned is not None:
+                return planned[0]
+        return Commit(rows, {**{k: v for k, v in current.items() if not k.startswith(PER_SYMBOL)}, **progress})
 
     def _continued_cursor(self, rows: pa.Table, cursor: object) -> int | None:
         """The id cursor after ``rows`` if they continue the committed one (or there is none); else None."""

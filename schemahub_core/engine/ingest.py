@@ -1,16 +1,17 @@
-"""Connector pages -> ``raw_<source>_<stream>``, exactly once.
+"""Connector pages -> ``raw_<source>_<stream>``, exactly once, as coverage (see ``coverage``).
 
-One batch of pages is one Iceberg append whose snapshot summary carries the
-cursor after that data (see ``state``), so data and progress land together or
-not at all. A run starts from the newest committed cursor. Each commit is
-conditional on that cursor still being the one the batch started from: if a
-concurrent writer moved it, the batch is dropped (never appended twice) and the
-run resumes from the writer's cursor. Records that fail their casts go to
-``schemahub_quarantine`` with reason and payload before the batch commits,
-deduplicated by payload, so a crash between the two never loses nor doubles one.
-
-Time-cursor venues re-read an overlap on purpose (late trades); those repeats
-may land in raw twice and are dropped by unify's key anti-join.
+The committed state of a (source, stream, symbol) is the set of event-time spans
+already landed, carried by the snapshot summaries of the commits that land the
+data. A run with ``since``/``until`` lands exactly the parts of the window not yet
+covered (before, between or after what is there); a run without bounds continues
+forward from the newest covered point. Each commit lands one claim (a span) and is
+conditional: if a concurrent writer covered any of it meanwhile, the batch is
+dropped (never appended twice) and the run plans again. A commit covers at most
+``MAX_ROWS_PER_COMMIT`` rows or ``MAX_SECONDS_PER_COMMIT`` of fetching. Records
+that fail their casts go to ``schemahub_quarantine`` with reason and payload
+before the batch commits, deduplicated by payload, so a crash between the two
+never loses nor doubles one. Records outside the claim (a time venue's overlap,
+repeats) are not landed: raw holds exactly the records its coverage says.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, EqualTo
+from pyiceberg.table import Table
 
+from schemahub_core.engine.coverage import Hole, Span, State, claim_commit, holes, micros, moment, read_state
 from schemahub_core.engine.drift import drift_summary
+from schemahub_core.engine.limits import MAX_ROWS_PER_COMMIT, MAX_SECONDS_PER_COMMIT
+from schemahub_core.engine.maintenance import trim
 from schemahub_core.engine.raw import Rejected, cast_records
-from schemahub_core.engine.sink import IcebergSink, retry_transient
-from schemahub_core.engine.state import cursor_key, decode_cursor, encode_cursor, last_ts_key, rows_key
+from schemahub_core.engine.sink import Commit, IcebergSink, retry_transient
 from schemahub_core.engine.tables import (
     QUARANTINE,
     QUARANTINE_SCHEMA,
@@ -42,7 +46,7 @@ from schemahub_core.engine.tables import (
     raw_table_def,
     raw_table_name,
 )
-from schemahub_core.framework.connector import Connector, Page, Stream
+from schemahub_core.framework.connector import Connector, Cursor, Page, Stream
 from schemahub_core.framework.registry import Registry
 
 QUARANTINE_COUNT = "schemahub.quarantined."
@@ -132,8 +136,17 @@ def quarantine(
             return new.num_rows
 
 
+# The engine expires its own snapshots every this many commits of a stream (and at the end of a run).
+TRIM_EVERY = 50
+
+
 class StreamIngest:
-    """Ingest one (source, stream, symbol): fetch, cast, quarantine, commit with the cursor."""
+    """Ingest one (source, stream, symbol): fill the holes of a window in its coverage, one claim per commit.
+
+    A commit lands the records of one claim (a time span) and the symbol's merged coverage after it. It is
+    conditional: the coverage is re-read on the table each attempt commits onto, and if a concurrent writer
+    covered any of the claim meanwhile the batch is dropped (never appended twice) and the run plans again.
+    """
 
     def __init__(
         self,
@@ -144,24 +157,25 @@ class StreamIngest:
         symbol: str,
         *,
         raw_payload: bool = True,
-        pages_per_commit: int = 1,
+        max_rows: int = MAX_ROWS_PER_COMMIT,
+        max_seconds: float = MAX_SECONDS_PER_COMMIT,
+        pages_per_commit: int | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
     ) -> None:
         self.sink, self.registry, self.connector, self.stream, self.symbol = sink, registry, connector, stream, symbol
         self.table = raw_table_name(connector.name, stream.name)
         self.raw_payload = raw_payload
-        self.pages_per_commit = max(1, pages_per_commit)
+        self.max_rows, self.max_seconds = max(1, max_rows), max_seconds
+        self.pages_per_commit = pages_per_commit
         self.on_progress = on_progress or (lambda stats: None)
         self.stats = RunStats("ingest", f"{connector.name}.{stream.name} {symbol}")
-        self.keys = (cursor_key(stream.name, symbol), rows_key(stream.name, symbol), last_ts_key(stream.name, symbol))
-        self.committed: dict[str, str | None] = {}
+        self.state = State([])
+        self._start: int | None = None  # where the next claim of the current fill starts
+        self._after: Cursor = None  # the cursor the current fill resumed after
+        self._since_trim = 0
 
-    def _read_committed(self) -> None:
-        progress = self.sink.progress(self.table)
-        self.committed = {k: progress.get(k) for k in self.keys}
-
-    def _flush(self, pages: list[Page]) -> bool:
-        """Commit ``pages`` with their cursor; False if a concurrent writer moved the cursor first."""
+    def _flush(self, pages: list[Page], hole: Hole, final: bool) -> bool:
+        """Commit ``pages`` as the next claim of ``hole``; False if a concurrent writer covered part of it."""
         now = datetime.now(UTC)
         tables, rejected = [], []
         for page in pages:
@@ -172,35 +186,64 @@ class StreamIngest:
         batch = pa.concat_tables(tables) if tables else raw_schema(self.stream).empty_table()
         self.stats.quarantined += quarantine(self.sink, self.connector.name, self.stream.name, self.symbol,
                                              rejected, now)
-        ckey, rkey, tkey = self.keys
-        cursor = pages[-1].cursor
-        progress = {
-            ckey: encode_cursor(cursor) if cursor is not None else self.committed[ckey],
-            rkey: str(int(self.committed[rkey] or 0) + batch.num_rows),
-        }
-        times = [pc.max(batch.column(self.stream.event_time)).as_py() if batch.num_rows else None,
-                 datetime.fromisoformat(self.committed[tkey]) if self.committed[tkey] else None]
-        if any(t is not None for t in times):
-            progress[tkey] = max(t for t in times if t is not None).isoformat()
-        progress = {k: v for k, v in progress.items() if v is not None}
-        progress.update(drift_summary(self.stream, self.symbol, pages))
-        snapshot_id = self.sink.publish(self.table, batch, progress, expect={ckey: self.committed[ckey]},
-                                        stage="ingest")
+        times = batch.column(self.stream.event_time).cast(pa.int64())
+        start = self._start
+        if start is None:  # nothing covered, no --since: coverage starts at the first record the venue returned
+            if not batch.num_rows or pc.min(times).as_py() is None:
+                return True
+            start = pc.min(times).as_py()
+        keep = pc.greater_equal(times, start)
+        if hole.until is not None:
+            keep = pc.and_(keep, pc.less(times, hole.until))
+        landed = batch.filter(pc.fill_null(keep, False))
+        newest = pc.max(landed.column(self.stream.event_time).cast(pa.int64())).as_py() if landed.num_rows else None
+        cursor = pages[-1].cursor if pages else None
+        if final and hole.until is not None:
+            claim = Span(start, hole.until)  # exact end: every record before the bound was fetched
+        elif newest is not None:
+            # open end: records at `newest` landed up to the page cursor; the next fill resumes from it
+            claim = Span(start, newest, cursor) if cursor is not None else Span(start, newest + 1)
+        else:
+            self._start = start
+            return True  # nothing in the window yet: nothing to claim
+        committed: dict[str, State] = {}
+        drift = drift_summary(self.stream, self.symbol, pages)
+
+        def plan(table: Table) -> Commit | None:
+            planned = claim_commit(table, self.stream.name, self.symbol, self.stream.event_time, claim,
+                                   self._after, landed, extra=drift)
+            if planned is None:
+                return None
+            commit, committed["state"] = planned
+            return commit
+
+        snapshot_id = self.sink.publish_planned(self.table, plan, stage="ingest")
         if snapshot_id is None:
             self.stats.dropped_batches += 1
-            self.stats.deduplicated += batch.num_rows
+            self.stats.deduplicated += landed.num_rows
             return False
-        self.committed.update(progress)
-        self.stats.landed += batch.num_rows
+        self.state = committed["state"]
+        self._start, self._after = claim.end, claim.cursor
+        self.stats.landed += landed.num_rows
         self.stats.commits += 1
         self.stats.snapshot_id = snapshot_id
+        self._since_trim += 1
+        if self._since_trim >= TRIM_EVERY:
+            self._trim()
         return True
 
+    def _trim(self) -> None:
+        self._since_trim = 0
+        trim(self.sink.catalog, self.sink.namespace, self.table)
+
     def run(self, since: datetime | None = None, until: datetime | None = None) -> RunStats:
+        """Land the parts of ``[since, until)`` not covered yet; no ``since``: forward from the newest covered."""
         started = time.monotonic()
         try:
             while not self._run_once(since, until):
-                pass  # a concurrent writer moved the cursor: resume from where it stands now
+                pass  # a concurrent writer covered part of a batch: plan again from the coverage as it is now
+            if self.stats.commits:
+                self._trim()
         except Exception as exc:
             self.stats.error = f"{type(exc).__name__}: {exc}"
         self.stats.seconds = round(time.monotonic() - started, 3)
@@ -208,29 +251,41 @@ class StreamIngest:
         return self.stats
 
     def _run_once(self, since: datetime | None, until: datetime | None) -> bool:
-        """Fetch from the committed cursor and land page batches; False if a concurrent writer got ahead."""
-        self._read_committed()
-        pages = self.connector.fetch(self.stream.name, self.symbol, decode_cursor(self.committed[self.keys[0]]),
-                                     since, until)
+        """Fill every hole of the window in the committed coverage; False if a concurrent writer got ahead."""
+        table = retry_transient(lambda: self.sink.catalog.load_table((self.sink.namespace, self.table)))
+        self.state = read_state(table, self.stream.name, self.symbol)
+        window = holes(self.state.spans, micros(since) if since else None, micros(until) if until else None)
+        return all(self._fill(hole) for hole in window)
+
+    def _fill(self, hole: Hole) -> bool:
+        """Fetch one hole and land it in bounded batches (rows, seconds); False if a batch was dropped."""
+        self._start, self._after = hole.since, hole.cursor
+        pages = self.connector.fetch(self.stream.name, self.symbol, hole.cursor,
+                                     moment(hole.since) if hole.since is not None else None,
+                                     moment(hole.until) if hole.until is not None else None)
         pending: list[Page] = []
+        rows, opened = 0, time.monotonic()
         try:
             for page in pages:
                 self.stats.fetched += len(page.records)
                 pending.append(page)
-                if len(pending) >= self.pages_per_commit:
-                    batch, pending = pending, []
-                    if not self._flush(batch):
+                rows += len(page.records)
+                if rows >= self.max_rows or time.monotonic() - opened >= self.max_seconds or (
+                        self.pages_per_commit is not None and len(pending) >= self.pages_per_commit):
+                    batch, pending, rows = pending, [], 0
+                    if not self._flush(batch, hole, final=False):
                         return False
+                    opened = time.monotonic()
                     self.on_progress(self.stats)
         except Exception:
-            if pending:  # keep what was fetched before the failure; the cursor says where to resume
-                self._flush(pending)
+            if pending:  # keep what was fetched before the failure; the coverage says where to resume
+                self._flush(pending, hole, final=False)
             raise
         finally:
             close = getattr(pages, "close", None)
             if close is not None:
                 close()
-        return self._flush(pending) if pending else True
+        return self._flush(pending, hole, final=True)
 
 
 def ingest(
@@ -245,7 +300,9 @@ def ingest(
     since: datetime | None = None,
     until: datetime | None = None,
     raw_payload: bool = True,
-    pages_per_commit: int = 1,
+    max_rows: int = MAX_ROWS_PER_COMMIT,
+    max_seconds: float = MAX_SECONDS_PER_COMMIT,
+    pages_per_commit: int | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
 ) -> list[RunStats]:
     """Ingest ``source`` (a connector name) for each stream and symbol; one ``RunStats`` each.
@@ -262,8 +319,9 @@ def ingest(
                   + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
     sink = IcebergSink(catalog, namespace)
     return [
-        StreamIngest(sink, registry, connector, stream, symbol, raw_payload=raw_payload,
-                     pages_per_commit=pages_per_commit, on_progress=on_progress).run(since, until)
+        StreamIngest(sink, registry, connector, stream, symbol, raw_payload=raw_payload, max_rows=max_rows,
+                     max_seconds=max_seconds, pages_per_commit=pages_per_commit,
+                     on_progress=on_progress).run(since, until)
         for stream in chosen
         for symbol in (symbols or cls.default_symbols)
     ]

@@ -4,8 +4,8 @@ Every engine commit adds a snapshot, a manifest and a small data file; left alon
 time grow with history. ``maintain`` rewrites each partition's small files into one and expires
 snapshots older than a cutoff, but it never expires a snapshot the engine still needs:
 
-- the newest snapshot carrying each ``schemahub.cursor.*`` key, and the one that set its value
-  (ingest resumes from it; ``schemahub_watermarks`` points at it);
+- the snapshot each ``schemahub.index.<stream>.<symbol>`` table property points at: it carries that
+  symbol's coverage (ingest plans from it; ``schemahub_watermarks`` points at it);
 - the newest snapshot carrying any ``schemahub.*`` progress, and every snapshot above it (the
   engine walks the ancestry from the current snapshot down to it);
 - on a raw table, the snapshot recorded by a unified table's ``schemahub.source.<raw>`` entry and
@@ -41,14 +41,16 @@ from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
+from schemahub_core.engine.coverage import index_snapshots
 from schemahub_core.engine.sink import PROGRESS_PREFIX, progress_of
-from schemahub_core.engine.state import CURSOR, SOURCE
+from schemahub_core.engine.state import SOURCE
 
 # marks maintenance snapshots; deliberately outside PROGRESS_PREFIX so the engine never carries it
 MARKER = "schemahub-maintenance"
 SMALL_FILE_BYTES = 32 * 1024 * 1024
 ATTEMPTS = 5
 COMMIT_ATTEMPTS = 50
+RETAIN_SNAPSHOTS = 20  # the engine keeps its newest snapshots for time travel, expiring the rest
 
 
 @dataclass
@@ -91,26 +93,8 @@ def needed_snapshots(table: Table, consumed: Iterable[int] = ()) -> set[int]:
     carriers = [i for i, s in enumerate(lineage) if any(k.startswith(PROGRESS_PREFIX) for k in _props(s))]
     if carriers:
         keep.update(s.snapshot_id for s in lineage[: carriers[0] + 1])
-    # each cursor: its newest carrier and the oldest snapshot of its newest run of equal values (the setter)
-    newest: dict[str, tuple[str, int]] = {}
-    settled: set[str] = set()
-    for snapshot in lineage:
-        props = _props(snapshot)
-        if not any(k.startswith(PROGRESS_PREFIX) for k in props):
-            continue  # a maintenance or foreign snapshot says nothing about cursors
-        for key, value in props.items():
-            if not key.startswith(CURSOR) or key in settled:
-                continue
-            if key not in newest:
-                newest[key] = (value, snapshot.snapshot_id)
-                keep.add(snapshot.snapshot_id)
-            elif value == newest[key][0]:
-                newest[key] = (value, snapshot.snapshot_id)
-            else:
-                settled.add(key)
-        for key in set(newest) - settled - set(props):
-            settled.add(key)  # the key first appears above this snapshot
-    keep.update(snapshot_id for _, snapshot_id in newest.values())
+    # each symbol's coverage: the snapshot the index points at
+    keep |= index_snapshots(table)
     # unify's incremental scans: from each consumed snapshot (inclusive) up to the current one
     for snapshot_id in consumed:
         for snapshot in lineage:
@@ -118,6 +102,30 @@ def needed_snapshots(table: Table, consumed: Iterable[int] = ()) -> set[int]:
             if snapshot.snapshot_id == snapshot_id:
                 break
     return keep
+
+
+def trim(catalog: Catalog, namespace: str, name: str, retain: int = RETAIN_SNAPSHOTS) -> int:
+    """Expire the engine's old snapshots of one table, keeping the newest ``retain`` and all it needs.
+
+    Run by the engine itself every few commits, so metadata.json and commit time stay flat however long
+    ingest runs, with nobody running ``maintain``. Best effort: a concurrent commit makes it give up
+    until next time. Returns how many snapshots it expired.
+    """
+    table = catalog.load_table((namespace, name))
+    snapshots = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)
+    if len(snapshots) <= 2 * retain:
+        return 0
+    others = [catalog.load_table(i) for i in catalog.list_tables(namespace) if i[-1] != name]
+    keep = needed_snapshots(table, source_references(others).get(name, set()))
+    keep |= {s.snapshot_id for s in snapshots[-retain:]}
+    doomed = [s.snapshot_id for s in snapshots if s.snapshot_id not in keep]
+    if not doomed:
+        return 0
+    try:
+        table.maintenance.expire_snapshots().by_ids(doomed).commit()
+    except (CommitFailedException, CommitStateUnknownException):
+        return 0
+    return len(doomed)
 
 
 def _partition_groups(table: Table, small_file_bytes: int) -> list[list[Any]]:

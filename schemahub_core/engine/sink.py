@@ -22,6 +22,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
@@ -132,6 +133,16 @@ def day_filter(column: str, days: Iterable[datetime]) -> BooleanExpression:
     return expr
 
 
+@dataclass(frozen=True)
+class Commit:
+    """One planned append: rows, their snapshot summary, and table properties set in the same commit."""
+
+    batch: pa.Table | None
+    summary: Mapping[str, str]
+    properties: Callable[[int], dict[str, str]] | None = None  # from the staged snapshot id
+    append: Callable[[Transaction, dict[str, str]], None] | None = None  # stages it; default: append ``batch``
+
+
 class IcebergSink:
     """The built-in sink: one Iceberg append per publish, progress in the snapshot summary."""
 
@@ -195,19 +206,39 @@ class IcebergSink:
     ) -> int | None:
         """The conditional commit loop of the module doc; ``append`` stages the snapshot in a transaction."""
         expect = dict(expect or {})
+
+        def plan(table: Table) -> Commit | None:
+            current = progress_of(table)
+            if any(current.get(k) != v for k, v in expect.items()):
+                return None  # another writer moved the progress this batch started from
+            return Commit(None, {**current, **progress}, append=append)
+
+        return self.publish_planned(target, plan, stage)
+
+    def publish_planned(self, target: str, plan: Callable[[Table], Commit | None], stage: str) -> int | None:
+        """Commit what ``plan`` makes of the freshly loaded table (None: drop); the snapshot id or None.
+
+        ``plan`` runs again on every attempt, on the table as it is then, so a conditional commit
+        (unify's progress, ingest's coverage) is always checked against the newest state.
+        """
         snapshot_id: int | None = None
         for attempt in range(MAX_ATTEMPTS):
             try:
                 table = self.catalog.load_table((self.namespace, target))
                 if snapshot_id is not None and table.metadata.snapshot_by_id(snapshot_id) is not None:
                     return snapshot_id  # the previous attempt landed; its response was lost
-                current = progress_of(table)
-                if any(current.get(k) != v for k, v in expect.items()):
-                    return None  # another writer moved the progress this batch started from
+                commit = plan(table)
+                if commit is None:
+                    return None
                 tx = table.transaction()
-                append(tx, {**current, **progress})
+                if commit.append is not None:
+                    commit.append(tx, dict(commit.summary))
+                else:
+                    tx.append(commit.batch, snapshot_properties=dict(commit.summary))
                 staged = tx.table_metadata.current_snapshot()
                 snapshot_id = staged.snapshot_id if staged else None
+                if commit.properties is not None and snapshot_id is not None:
+                    tx.set_properties(commit.properties(snapshot_id))
                 fault_point(f"{stage}.before-commit")
                 tx.commit_transaction()
                 fault_point(f"{stage}.after-commit")

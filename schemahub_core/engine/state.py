@@ -1,41 +1,36 @@
 """Where each (source, stream, symbol) stands: read from Iceberg snapshots, the only truth.
 
-Every raw append carries, in its snapshot summary (carried forward from its
-parent, so the newest engine snapshot holds all of them):
+Raw tables: each symbol's coverage (the event-time spans landed, ``coverage``),
+carried by the snapshot summaries of the commits that land the data and indexed by
+a table property. Every unify append carries ``schemahub.source.<raw_table>`` = the
+raw snapshot id it has consumed up to. ``schemahub_watermarks`` is only a mirror
+for people and SQL: ``rebuild_watermarks`` rewrites it from the snapshots at any time.
 
-- ``schemahub.cursor.<stream>.<symbol>``: the cursor after the data, JSON (``123`` or ``"1707..."``);
-- ``schemahub.rows.<stream>.<symbol>``: rows landed so far for that symbol;
-- ``schemahub.last-ts.<stream>.<symbol>``: the newest event time landed (ISO-8601);
-- ``schemahub.repaired.<stream>.<symbol>``: rows landed by ``audit --repair`` (see ``repair``).
-
-Every unify append carries ``schemahub.source.<raw_table>`` = the raw snapshot id
-it has consumed up to. ``schemahub_watermarks`` is only a mirror for people and
-SQL: ``rebuild_watermarks`` rewrites it from the snapshots at any time.
+Keys carried forward from commit to commit (archives' per-file progress, the
+cursor an archive leaves for REST, ``schemahub.repaired.<stream>.<symbol>``: rows
+landed by ``audit --repair``) are read from the newest engine snapshot.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from datetime import UTC, datetime
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import ancestors_of
 
+from schemahub_core.engine.coverage import LAST_TS, ROWS, Span, merge, read_state, symbols_of
+from schemahub_core.engine.coverage import key as coverage_key
 from schemahub_core.engine.sink import PROGRESS_PREFIX, progress_of, retry_transient
 from schemahub_core.engine.tables import WATERMARKS, WATERMARKS_SCHEMA, raw_table_name
 from schemahub_core.framework.connector import Cursor, CursorKind
 from schemahub_core.framework.registry import Registry
 
-CURSOR = PROGRESS_PREFIX + "cursor."
-ROWS = PROGRESS_PREFIX + "rows."
-LAST_TS = PROGRESS_PREFIX + "last-ts."
-REPAIRED = PROGRESS_PREFIX + "repaired."
 SOURCE = PROGRESS_PREFIX + "source."
 INGEST_TS = PROGRESS_PREFIX + "ingest-ts"
+CURSOR = PROGRESS_PREFIX + "cursor."
+REPAIRED = PROGRESS_PREFIX + "repaired."
 
 
 def cursor_key(stream: str, symbol: str) -> str:
@@ -43,11 +38,11 @@ def cursor_key(stream: str, symbol: str) -> str:
 
 
 def rows_key(stream: str, symbol: str) -> str:
-    return f"{ROWS}{stream}.{symbol}"
+    return coverage_key(ROWS, stream, symbol)
 
 
 def last_ts_key(stream: str, symbol: str) -> str:
-    return f"{LAST_TS}{stream}.{symbol}"
+    return coverage_key(LAST_TS, stream, symbol)
 
 
 def repaired_key(stream: str, symbol: str) -> str:
@@ -68,32 +63,14 @@ def decode_cursor(text: str | None) -> Cursor:
 
 
 def read_cursor(table: Table, stream: str, symbol: str) -> Cursor:
-    """The committed cursor of (stream, symbol): where the next run resumes."""
-    return decode_cursor(progress_of(table).get(cursor_key(stream, symbol)))
+    """The cursor forward ingest of (stream, symbol) resumes after: the newest covered span's."""
+    return read_state(table, stream, symbol).cursor
 
 
-def _setting_snapshots(table: Table, keys: Iterable[str]) -> dict[str, int]:
-    """For each key, the oldest snapshot of the newest run of equal values: the commit that set it."""
-    pending = set(keys)
-    newest: dict[str, tuple[str, int]] = {}
-    found: dict[str, int] = {}
-    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
-        props = snapshot.summary.additional_properties if snapshot.summary else {}
-        if not any(k.startswith(PROGRESS_PREFIX) for k in props):
-            continue  # not an engine snapshot (compaction, manual write)
-        for key in list(pending):
-            value = props.get(key)
-            if key not in newest:
-                if value is not None:
-                    newest[key] = (value, snapshot.snapshot_id)
-            elif value == newest[key][0]:
-                newest[key] = (value, snapshot.snapshot_id)
-            else:
-                found[key] = newest[key][1]
-                pending.discard(key)
-        if not pending:
-            break
-    return {**{k: v[1] for k, v in newest.items()}, **found}
+def gaps(spans: list[Span]) -> list[Span]:
+    """The holes between covered spans (what a backfill of the whole covered period would land)."""
+    spans = merge(spans)
+    return [Span(a.end, b.start) for a, b in zip(spans, spans[1:], strict=False)]
 
 
 def _load(catalog: Catalog, namespace: str, name: str) -> Table | None:
@@ -104,33 +81,30 @@ def _load(catalog: Catalog, namespace: str, name: str) -> Table | None:
 
 
 def watermark_rows(catalog: Catalog, namespace: str, registry: Registry) -> list[dict]:
-    """One row per (source, stream, symbol) with a committed cursor, from raw snapshots only."""
+    """One row per (source, stream, symbol) with coverage: merged covered ranges and holes, from raw snapshots."""
     rows = []
     for source, cls in sorted(registry.connectors.items()):
         for stream in cls.streams.values():
             table = _load(catalog, namespace, raw_table_name(source, stream.name))
             if table is None:
                 continue
-            progress = progress_of(table)
-            prefix = f"{CURSOR}{stream.name}."
-            symbols = sorted(k[len(prefix):] for k in progress if k.startswith(prefix))
-            setters = _setting_snapshots(table, [cursor_key(stream.name, s) for s in symbols])
-            for symbol in symbols:
-                cursor = decode_cursor(progress[cursor_key(stream.name, symbol)])
-                last_ts = progress.get(last_ts_key(stream.name, symbol))
-                snapshot_id = setters.get(cursor_key(stream.name, symbol))
-                snapshot = table.metadata.snapshot_by_id(snapshot_id) if snapshot_id is not None else None
+            carried = progress_of(table)
+            for symbol in symbols_of(table, stream.name):
+                state = read_state(table, stream.name, symbol)
+                cursor = state.cursor
                 rows.append({
                     "source": source,
                     "stream": stream.name,
                     "symbol": symbol,
-                    "last_trade_id": str(cursor) if stream.cursor_kind == CursorKind.ID else None,
-                    "last_ts": datetime.fromisoformat(last_ts) if last_ts else None,
+                    "last_trade_id": str(cursor) if stream.cursor_kind == CursorKind.ID and cursor is not None
+                    else None,
+                    "last_ts": state.last_ts,
                     "cursor": None if cursor is None else str(cursor),
-                    "snapshot_id": snapshot_id,
-                    "updated_at": datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC) if snapshot else None,
-                    "rows": int(progress.get(rows_key(stream.name, symbol), 0))
-                    + int(progress.get(repaired_key(stream.name, symbol), 0)),
+                    "covered": [s.as_dict() for s in state.spans],
+                    "holes": [s.as_dict() for s in gaps(state.spans)],
+                    "snapshot_id": state.snapshot_id,
+                    "updated_at": state.updated_at,
+                    "rows": state.rows + int(carried.get(repaired_key(stream.name, symbol), 0)),
                 })
     return rows
 
@@ -145,8 +119,9 @@ def rebuild_watermarks(catalog: Catalog, namespace: str, registry: Registry) -> 
 
     def write() -> int:  # retried as a whole: a concurrent rewrite fails the commit, then we look again
         rows = watermark_rows(catalog, namespace, registry)
-        data = pa.Table.from_pylist([{k: r[k] for k in WATERMARKS_SCHEMA.names} for r in rows],
-                                    WATERMARKS_SCHEMA).sort_by(order)
+        data = pa.Table.from_pylist([{**{k: r.get(k) for k in WATERMARKS_SCHEMA.names},
+                                      "covered": json.dumps(r["covered"]), "holes": json.dumps(r["holes"])}
+                                     for r in rows], WATERMARKS_SCHEMA).sort_by(order)
         mirror = catalog.load_table((namespace, WATERMARKS))
         current = mirror.scan().to_arrow().cast(WATERMARKS_SCHEMA) if mirror.current_snapshot() else None
         if current is not None and current.sort_by(order).equals(data):

@@ -41,8 +41,15 @@ from schemahub_core.framework.targets import TS, Target
 
 # pyiceberg silently rebases and retries a conflicting append (4 times by
 # default), which would land a page twice when two writers race. The engine
-# retries itself, after re-reading the committed cursor.
-ENGINE_TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+# retries itself, after re-reading the committed coverage. Old metadata files are
+# deleted on commit (only the newest few kept), and the engine expires its own old
+# snapshots (``maintenance.trim``), so metadata stays small with nobody running maintain.
+METADATA_VERSIONS_MAX = 10
+ENGINE_TABLE_PROPERTIES = {
+    "commit.retry.num-retries": "0",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": str(METADATA_VERSIONS_MAX),
+}
 
 WATERMARKS = "schemahub_watermarks"
 QUARANTINE = "schemahub_quarantine"
@@ -56,6 +63,8 @@ WATERMARKS_SCHEMA = pa.schema([
     pa.field("cursor", pa.string()),
     pa.field("snapshot_id", pa.int64()),
     pa.field("updated_at", TS),
+    pa.field("covered", pa.string()),  # JSON [{"since", "until", "cursor"}...], merged
+    pa.field("holes", pa.string()),  # JSON: the gaps between covered ranges
 ])
 
 QUARANTINE_SCHEMA = pa.schema([
@@ -168,6 +177,14 @@ def ensure_table(catalog: Catalog, namespace: str, table: TableDef) -> tuple[Tab
         existing = migrate_renames(catalog, identifier, existing, table.renames)
     have = [f.name for f in existing.schema().fields]
     want = list(table.schema.names)
+    if want[: len(have)] == have and len(want) > len(have):  # columns added since: evolve in place
+        with existing.update_schema() as update:
+            update.union_by_name(iceberg_schema(table.schema))
+        existing = catalog.load_table(identifier)
+        have = [f.name for f in existing.schema().fields]
+    if any(existing.properties.get(k) != v for k, v in ENGINE_TABLE_PROPERTIES.items()):
+        existing.transaction().set_properties(ENGINE_TABLE_PROPERTIES).commit_transaction()
+        existing = catalog.load_table(identifier)
     if have[: len(want)] != want:
         raise RuntimeError(
             f"table {namespace}.{table.name} exists with columns {have}, expected {want}; "

@@ -1,9 +1,10 @@
 """The connector contract: what a venue plugin implements.
 
 A connector reads; it never writes tables. It declares its streams (native raw
-schema, record key, cursor kind) and yields pages of native records, each with
-the cursor that resumes *after* that page. The engine commits a page's rows and
-its cursor in one Iceberg snapshot, which is what makes ingestion exactly-once.
+schema, record key, cursor kind) and yields the pages of one bounded range
+(``since``/``until``, or resuming after a ``cursor``), each page with the cursor
+that resumes *after* it. The engine commits a batch's rows with the time span they
+cover in one Iceberg snapshot, which is what makes ingestion exactly-once.
 """
 
 from __future__ import annotations
@@ -186,9 +187,18 @@ class Connector:
 
         The core dispatches here, so no connector repeats it: stream ``trades`` is fetched by the connector's
         ``fetch_trades``, ``quotes`` by ``fetch_quotes``, any declared stream ``x`` by ``fetch_x``, each with
-        ``(symbol, cursor, since, until)``. ``cursor`` is ``None`` on a first run; then start at ``since`` (or
-        the venue's recent history). Stop at ``until`` when given (exclusive), else at the newest data.
-        Records at or before ``cursor`` must not be yielded.
+        ``(symbol, cursor, since, until)``: one bounded range. The engine asks for the holes in what it has
+        landed, so a range may lie before, between or after earlier ones:
+
+        - ``cursor`` set: resume strictly after that record (a page cursor this connector yielded before);
+          ``since`` is then only a hint and may be ignored;
+        - else ``since`` set: start at the first record with event time ``>= since``;
+        - neither: the venue's recent history (a first run without ``--since``);
+        - ``until`` set: stop before the first record with event time ``>= until`` (exclusive); else at the
+          newest data.
+
+        Yield pages in ascending event-time order, each with the cursor after its last record. Records at or
+        before ``cursor`` must not be yielded.
         """
         if stream not in self.streams:
             raise ConnectorError(f"{self.name}: unknown stream {stream!r} (streams: {', '.join(self.streams)})")

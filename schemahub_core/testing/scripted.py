@@ -10,8 +10,6 @@ is exercised. Options (config ``connectors.<name>`` or env
 - ``malformed``: comma-separated trade ids whose price is garbage (-> quarantine);
 - ``fail_at_page``: raise a ``ConnectionError`` when the n-th page is due;
 - ``slow_ms``: sleep before each page (long runs, races);
-- ``script`` (in-process only): ``{symbol: [[index, ...], ...]}`` pages of trade
-  indices yielded as given, whatever the cursor: replays and overlapping windows.
 
 Trades start at 2024-02-08 23:59:50 UTC and cross midnight, so they span two day
 partitions. ``trades_for`` gives the exact records a venue serves.
@@ -22,7 +20,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -70,6 +68,10 @@ transforms:
   base_asset: {{name: base_asset, from: symbol}}
   quote_asset: {{name: quote_asset, from: symbol}}
 """
+
+
+def micros(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def native(symbol: str) -> str:
@@ -121,7 +123,6 @@ class ScriptedConnector(Connector):
         self.malformed = _ids(o.get("malformed"))
         self.fail_at_page = int(o["fail_at_page"]) if o.get("fail_at_page") not in (None, "") else None
         self.slow_ms = float(o.get("slow_ms", 0))
-        self.script: dict[str, list[list[int]]] | None = o.get("script")
         self.pages_served = 0
 
     def native_symbol(self, symbol: str) -> str:
@@ -138,26 +139,21 @@ class ScriptedConnector(Connector):
             time.sleep(self.slow_ms / 1000)
         return Page(records=[dict(r) for r in records], cursor=max(r["id"] for r in records))
 
-    def fetch(
+    def fetch_trades(
         self,
-        stream: str,
         symbol: str,
         cursor: Cursor,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Iterator[Page]:
+        """Trades after ``cursor`` (else from ``since``, inclusive) up to ``until`` (exclusive), ascending."""
         trades = self.trades(symbol)
-        if self.script is not None:
-            for indices in self.script.get(symbol, []):
-                if indices:
-                    yield self._page([trades[i] for i in indices])
-            return
         if cursor is not None:
             trades = [t for t in trades if t["id"] > int(cursor)]
         elif since is not None:
-            trades = [t for t in trades if t["time"] >= since.timestamp() * 1000]
+            trades = [t for t in trades if t["time"] * 1000 >= micros(since)]
         if until is not None:
-            trades = [t for t in trades if t["time"] < until.timestamp() * 1000]
+            trades = [t for t in trades if t["time"] * 1000 < micros(until)]
         for i in range(0, len(trades), self.page_size):
             yield self._page(trades[i : i + self.page_size])
 

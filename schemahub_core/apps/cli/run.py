@@ -19,6 +19,7 @@ from schemahub_core.apps.cli.context import (
     pass_ctx,
     plain,
 )
+from schemahub_core.engine.limits import MAX_ROWS_PER_COMMIT, MAX_SECONDS_PER_COMMIT
 from schemahub_core.framework.config import ConfigError
 from schemahub_core.framework.mapping import MappingError
 
@@ -36,10 +37,18 @@ _RUN_COLUMNS = ("fetched", "landed", "quarantined", "deduplicated", "unified", "
 
 def _run_options(fn: Any) -> Any:
     fn = click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")(fn)
-    fn = click.option("--pages-per-commit", default=1, show_default=True, type=click.IntRange(min=1),
-                      help="Pages landed per Iceberg commit.")(fn)
-    fn = click.option("--until", help="End (exclusive): ISO-8601 or relative, e.g. 5m.")(fn)
-    fn = click.option("--since", help="Start on a first run: ISO-8601 or relative, e.g. 15m, 2h, 1d.")(fn)
+    fn = click.option("--pages-per-commit", default=None, type=click.IntRange(min=1),
+                      help="Also commit after this many venue pages (default: no page limit).")(fn)
+    fn = click.option("--commit-seconds", default=MAX_SECONDS_PER_COMMIT, show_default=True,
+                      type=click.FloatRange(min=0), help="Commit at the latest after this many seconds of "
+                      "fetching (a crash refetches at most one uncommitted batch).")(fn)
+    fn = click.option("--commit-rows", default=MAX_ROWS_PER_COMMIT, show_default=True, type=click.IntRange(min=1),
+                      help="Commit at the latest after this many fetched rows.")(fn)
+    fn = click.option("--until", help="End (exclusive): ISO-8601 or relative, e.g. 5m. Lands only what is not "
+                      "covered yet.")(fn)
+    fn = click.option("--since", help="Start: ISO-8601 or relative, e.g. 15m, 2h, 1d. With --until, lands exactly "
+                      "the parts of [since, until) not covered yet (a backfill); without --since a run continues "
+                      "from the newest covered point.")(fn)
     return click.option("--symbols", help="Comma-separated canonical symbols, e.g. BTC-USD,ETH-USD; "
                         "SOURCE:SYMBOL applies to one source only, e.g. BTC-USD,<venue>:BTC-USDT "
                         "(default: each connector's own).")(fn)
@@ -106,17 +115,20 @@ def _print_run(stats: list[Any], as_json: bool) -> None:
 @_run_options
 @pass_ctx
 def run_ingest_cmd(ctx: Context, sources: tuple[str, ...], symbols: str | None, since: str | None,
-                   until: str | None, pages_per_commit: int, as_json: bool) -> None:
+                   until: str | None, commit_rows: int, commit_seconds: float, pages_per_commit: int | None,
+                   as_json: bool) -> None:
     """Land SOURCES (``binance`` or ``binance.trades``) into their raw tables, exactly once.
 
-    Resumes from the cursor committed with the newest raw snapshot.
+    Without --since, continues forward from the newest covered point; with --since/--until, lands exactly
+    the parts of that window not covered yet (see `schemahub status` for covered ranges and holes).
     """
     from schemahub_core.apps.pipeline import run_ingest
 
     symbol_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
     stats = _run_engine(as_json, lambda on_progress: run_ingest(
         ctx.settings, ctx.registry, sources, symbols=symbol_list, since=parse_time(since), until=parse_time(until),
-        pages_per_commit=pages_per_commit, on_progress=on_progress, catalog=ctx.catalog()))
+        pages_per_commit=pages_per_commit, commit_rows=commit_rows, commit_seconds=commit_seconds,
+        on_progress=on_progress, catalog=ctx.catalog()))
     _print_run(stats, as_json)
 
 
@@ -146,12 +158,14 @@ def run_unify_cmd(ctx: Context, target: str, as_json: bool, memory_mb: int | Non
 @_memory_option
 @pass_ctx
 def run_pipeline_cmd(ctx: Context, target: str, symbols: str | None, since: str | None, until: str | None,
-                     pages_per_commit: int, as_json: bool, memory_mb: int | None) -> None:
+                     commit_rows: int, commit_seconds: float, pages_per_commit: int | None,
+                     as_json: bool, memory_mb: int | None) -> None:
     """Ingest every source mapped into TARGET, then unify it."""
     from schemahub_core.apps.pipeline import run_pipeline
 
     symbol_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
     stats = _run_engine(as_json, lambda on_progress: run_pipeline(
         ctx.settings, ctx.registry, target, symbols=symbol_list, since=parse_time(since), until=parse_time(until),
-        pages_per_commit=pages_per_commit, on_progress=on_progress, catalog=ctx.catalog(), memory_mb=memory_mb))
+        pages_per_commit=pages_per_commit, commit_rows=commit_rows, commit_seconds=commit_seconds,
+        on_progress=on_progress, catalog=ctx.catalog(), memory_mb=memory_mb))
     _print_run(stats, as_json)

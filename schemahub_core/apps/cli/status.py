@@ -24,12 +24,18 @@ def _complete(share: float | None, gaps: int) -> str:
     return f"[{color}]{share:.3%}[/]" + (f" ({gaps} gaps)" if gaps else "")
 
 
+def _ranges(spans: list[dict]) -> str:
+    """``since .. until`` per line: the merged covered ranges, or the holes between them."""
+    return "\n".join(f"{s['since']} .. {s['until']}" for s in spans)
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @pass_ctx
 def status(ctx: Context, as_json: bool) -> None:
-    """Per source/symbol: cursor, last trade time, lag, rows, completeness (see `schemahub audit`), last
-    snapshot; per target: what it consumed."""
+    """Per source/symbol: covered time ranges and the holes between them, cursor, last trade, lag, rows,
+    completeness (see `schemahub audit`), last snapshot; per target: what it consumed.
+    `run ingest --since A --until B` fills a hole."""
     from datetime import UTC, datetime
 
     from schemahub_core.apps.audit import run_audit
@@ -58,12 +64,14 @@ def status(ctx: Context, as_json: bool) -> None:
     if not sources and not targets:
         console.print("nothing ingested yet: try `schemahub run pipeline trades_unified`")
         return
-    table = Table(title="sources (from raw snapshots)")
-    for col in ("source", "stream", "symbol", "cursor", "last trade", "lag", "rows", "complete", "last snapshot"):
+    table = Table(title="sources (coverage from raw snapshots)")
+    for col in ("source", "stream", "symbol", "covered", "holes", "cursor", "last trade", "lag", "rows", "complete",
+                "last snapshot"):
         table.add_column(col, overflow="fold")
     for r in sources:
         lag = _age(r["lag_seconds"])
-        table.add_row(*map(plain, (r["source"], r["stream"], r["symbol"], r["cursor"] or "", r["last_ts"] or "", lag,
+        table.add_row(*map(plain, (r["source"], r["stream"], r["symbol"], _ranges(r["covered"]),
+                                   _ranges(r["holes"]) or "none", r["cursor"] or "", r["last_ts"] or "", lag,
                                    r["rows"])), _complete(r["completeness"], r["gaps"]), plain(r["snapshot_id"] or ""))
     console.print(table)
     table = Table(title="unified targets")
