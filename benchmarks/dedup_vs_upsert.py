@@ -32,7 +32,7 @@ UPSERT_CHUNK = 1_000
 
 def _mapped(wh: Warehouse, raw: pa.Table) -> pa.Table:
     target = wh.registry.targets["trades_unified"]
-    rows = wh.mapping("binance.trades").apply(raw, wh.registry, target.schema)
+    rows = wh.mapping("binance.agg_trades").apply(raw, wh.registry, target.schema)
     i = rows.schema.get_field_index("ingest_ts")
     return rows.set_column(i, rows.schema.field(i), pa.repeat(pa.scalar(datetime.now(UTC), rows.schema.field(i).type),
                                                                 rows.num_rows))
@@ -40,9 +40,9 @@ def _mapped(wh: Warehouse, raw: pa.Table) -> pa.Table:
 
 def prepare(folder: Path, base: pa.Table, new: pa.Table) -> tuple[Warehouse, int]:
     wh = fresh_warehouse(folder)
-    seed = wh.append("raw_binance_trades", base.slice(0, 1))
-    wh.append("trades_unified", _mapped(wh, base), {source_key("raw_binance_trades"): str(seed)})
-    wh.append("raw_binance_trades", new)
+    seed = wh.append("raw_binance_agg_trades", base.slice(0, 1))
+    wh.append("trades_unified", _mapped(wh, base), {source_key("raw_binance_agg_trades"): str(seed)})
+    wh.append("raw_binance_agg_trades", new)
     return wh, wh.table("trades_unified").current_snapshot().snapshot_id
 
 
@@ -66,7 +66,7 @@ def run(quick: bool, workdir: Path) -> list[Result]:
 
     ours, ours_before = prepare(workdir / "schemahub", base, new)
     theirs, theirs_before = prepare(workdir / "upsert", base, new)
-    mapping = ours.mapping("binance.trades")
+    mapping = ours.mapping("binance.agg_trades")
     incoming = _mapped(theirs, new)
 
     def reset(wh: Warehouse, snapshot_id: int):

@@ -49,7 +49,7 @@ def run(quick: bool, workdir: Path) -> list[Result]:
 
     floor_s, floor_runs = median_seconds(lambda: floor(pages, workdir / f"floor{next(counter)}.parquet"))
     engine_s, engine_runs = median_seconds(lambda: land(warehouses[-1], pages), setup=new_warehouse)
-    landed = warehouses[-1].table("raw_binance_trades").scan(selected_fields=("a",)).to_arrow()
+    landed = warehouses[-1].table("raw_binance_agg_trades").scan(selected_fields=("a",)).to_arrow()
     assert landed.num_rows == n and pc.count_distinct(landed["a"]).as_py() == n, "landing lost or doubled rows"
     payload_s, _ = median_seconds(lambda: land(warehouses[-1], pages, raw_payload=True), setup=new_warehouse,
                                   runs=1 if quick else 3)

@@ -39,7 +39,7 @@ def dlt_load(pages: list[str], folder: Path) -> int:
 
 def schemahub_load(wh: Warehouse, pages: list[str]) -> int:
     land(wh, pages)
-    stats = unify(wh.catalog, wh.namespace, wh.registry, "trades_unified", [wh.mapping("binance.trades")])
+    stats = unify(wh.catalog, wh.namespace, wh.registry, "trades_unified", [wh.mapping("binance.agg_trades")])
     if stats.error:
         raise RuntimeError(stats.error)
     return stats.unified

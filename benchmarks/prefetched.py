@@ -38,12 +38,12 @@ def prefetched_registry(base: Registry, pages: list[str]) -> Registry:
 
 
 def land(wh: Warehouse, pages: list[str], raw_payload: bool = False, **limits: int) -> RunStats:
-    """Land ``pages`` into ``raw_binance_trades`` through the exactly-once engine, at its default commit
-    size unless ``limits`` (``max_rows``, ``max_seconds``, ``pages_per_commit``) say otherwise."""
+    """Land ``pages`` (aggTrades bodies) into ``raw_binance_agg_trades`` through the exactly-once engine, at its
+    default commit size unless ``limits`` (``max_rows``, ``max_seconds``, ``pages_per_commit``) say otherwise."""
     registry = prefetched_registry(wh.registry, pages)
     cls = registry.connectors["binance"]
-    stats = StreamIngest(IcebergSink(wh.catalog, wh.namespace), registry, cls({}), cls.streams["trades"], "BTC-USDT",
-                         raw_payload=raw_payload, **limits).run()
+    stats = StreamIngest(IcebergSink(wh.catalog, wh.namespace), registry, cls({}), cls.streams["agg_trades"],
+                         "BTC-USDT", raw_payload=raw_payload, **limits).run()
     if stats.error:
         raise RuntimeError(stats.error)
     return stats

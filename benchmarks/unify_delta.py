@@ -23,19 +23,19 @@ from .workload import DAY_MS, START_MS, raw_binance, unified_days
 def prepare(folder: Path, days: int, per_day: int, delta: int) -> tuple[Warehouse, int]:
     """A target of ``days * per_day`` rows that has consumed raw up to now, then ``delta`` new raw rows."""
     wh = fresh_warehouse(folder)
-    seed_snapshot = wh.append("raw_binance_trades", raw_binance(1, first_id=0, start_ms=START_MS))
+    seed_snapshot = wh.append("raw_binance_agg_trades", raw_binance(1, first_id=0, start_ms=START_MS))
     chunks = unified_days(days, per_day)
     for lo in range(0, days, 10):  # ten days per commit keeps setup quick; unify's reads are per partition
         batch = pa.concat_tables(chunks[lo:lo + 10])
-        wh.append("trades_unified", batch, {source_key("raw_binance_trades"): str(seed_snapshot)})
+        wh.append("trades_unified", batch, {source_key("raw_binance_agg_trades"): str(seed_snapshot)})
     newest_day_ms = START_MS + (days - 1) * DAY_MS
     new = raw_binance(delta, first_id=days * per_day + 1, start_ms=newest_day_ms + DAY_MS // 2, span_ms=DAY_MS)
-    wh.append("raw_binance_trades", new)
+    wh.append("raw_binance_agg_trades", new)
     return wh, wh.table("trades_unified").current_snapshot().snapshot_id
 
 
 def timed_unify(wh: Warehouse, before: int) -> float:
-    mapping = wh.mapping("binance.trades")
+    mapping = wh.mapping("binance.agg_trades")
 
     def reset() -> None:
         wh.table("trades_unified").manage_snapshots().set_current_snapshot(before).commit()

@@ -12,7 +12,7 @@ from pyiceberg.table import Table
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.engine.tables import init_tables
 from schemahub_core.framework.config import Settings, default_catalog
-from schemahub_core.framework.mapping import Mapping, collect_mappings
+from schemahub_core.framework.mapping import Mapping, collect_mappings, load_mapping
 from schemahub_core.framework.registry import Registry, get_registry
 
 
@@ -27,6 +27,12 @@ class Warehouse:
         return self.catalog.load_table((self.namespace, name))
 
     def mapping(self, source: str, target: str = "trades_unified") -> Mapping:
+        """The installed mapping, or for Binance's aggregate trades (what the benchmarks land) the plugin's optional
+        one."""
+        if source == "binance.agg_trades":
+            from schemahub_binance import MAPPINGS
+
+            return load_mapping(MAPPINGS / "optional" / "agg_trades_unified.yaml")
         return next(m for m in collect_mappings(self.registry, None) if m.source == source and m.target_table == target)
 
     def append(self, name: str, data: pa.Table, summary: dict[str, str] | None = None) -> int:

@@ -42,7 +42,7 @@ DAY_MS = 86_400_000
 
 def raw_binance(n: int, first_id: int = 1, start_ms: int = START_MS, span_ms: int = DAY_MS, seed: int = 11,
                 symbol: str = "BTCUSDT") -> pa.Table:
-    """Rows of ``raw_binance_trades`` built directly (vectorized), for states the benchmark is not timing."""
+    """Rows of ``raw_binance_agg_trades`` built directly (vectorized), for states the benchmark is not timing."""
     rng = np.random.default_rng(seed)
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
     ts_us = (start_ms + np.sort(rng.integers(0, span_ms, n))) * 1000

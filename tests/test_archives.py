@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -21,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from schemahub_binance import MAPPINGS
 from schemahub_binance.sandbox import BinanceApp
 
 from schemahub_core.apps.pipeline import run_unify
@@ -58,11 +60,16 @@ def _clean_archive_faults(sandbox):
 
 
 def settings(home: Path) -> Settings:
-    return Settings(home=home, catalog=default_catalog(home), mappings_dir=home / "no-mapping-files")
+    """Binance's aggregate trades feed trades_unified here: the plugin's optional mapping, as a config file."""
+    mappings = home.parent / f"{home.name}-mappings"
+    if not mappings.is_dir():
+        mappings.mkdir(parents=True)
+        shutil.copyfile(MAPPINGS / "optional" / "agg_trades_unified.yaml", mappings / "binance.yaml")
+    return Settings(home=home, catalog=default_catalog(home), mappings_dir=mappings)
 
 
 def raw(home: Path) -> pa.Table:
-    return open_catalog(settings(home)).load_table((NS, "raw_binance_trades")).scan().to_arrow()
+    return open_catalog(settings(home)).load_table((NS, "raw_binance_agg_trades")).scan().to_arrow()
 
 
 def truth(sandbox, since: datetime, until: datetime) -> list:
@@ -74,8 +81,8 @@ def truth(sandbox, since: datetime, until: datetime) -> list:
 
 
 def land(sandbox, home: Path, since: datetime, until: datetime, **kw) -> list:
-    return backfill(open_catalog(settings(home)), NS, get_registry(), "binance", since=since, until=until,
-                    symbols=["ETH-USDT"], options=sandbox.connector_options("binance"), **kw)
+    return backfill(open_catalog(settings(home)), NS, get_registry(), "binance", stream="agg_trades", since=since,
+                    until=until, symbols=["ETH-USDT"], options=sandbox.connector_options("binance"), **kw)
 
 
 def cli(sandbox, home: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -84,7 +91,8 @@ def cli(sandbox, home: Path, *args: str, fault: str | None = None) -> subprocess
     env.pop("SCHEMAHUB_CONFIG", None)
     if fault:
         env["SCHEMAHUB_TEST_FAULT"] = fault
-    return subprocess.run([*SCHEMAHUB, "backfill", "binance", "--symbols", "ETH-USDT", *args], capture_output=True,
+    return subprocess.run([*SCHEMAHUB, "backfill", "binance", "--stream", "agg_trades", "--symbols", "ETH-USDT",
+                           *args], capture_output=True,
                           text=True, env=env, cwd=home.parent, timeout=300)
 
 
@@ -93,7 +101,7 @@ def test_archive_days_then_rest_forward_unify_to_the_truth_and_rows_equal_rest_r
     [day] = land(sandbox, home, D7, D8)
     assert (day.file, day.status, day.commits) == ("ETHUSDT-aggTrades-2024-02-07.zip", "landed", 1)
     until = D8 + timedelta(minutes=20)  # REST carries on from the archive's last trade
-    [rest] = ingest(open_catalog(settings(home)), NS, get_registry(), "binance", streams=["trades"],
+    [rest] = ingest(open_catalog(settings(home)), NS, get_registry(), "binance", streams=["agg_trades"],
                     symbols=["ETH-USDT"], until=until, pages_per_commit=50,
                     options=sandbox.connector_options("binance"))
     assert rest.error is None and rest.landed > 0
@@ -110,7 +118,7 @@ def test_archive_days_then_rest_forward_unify_to_the_truth_and_rows_equal_rest_r
     # the same trades through REST alone, in another home: raw rows identical but for the payload
     other = tmp_path / "rest-only"
     window = (D7 + timedelta(hours=12), D7 + timedelta(hours=13))
-    ingest(open_catalog(settings(other)), NS, get_registry(), "binance", streams=["trades"], symbols=["ETH-USDT"],
+    ingest(open_catalog(settings(other)), NS, get_registry(), "binance", streams=["agg_trades"], symbols=["ETH-USDT"],
            since=window[0], until=window[1], pages_per_commit=50, options=sandbox.connector_options("binance"))
     rest_rows = raw(other)
     ids = rest_rows.column("a")
@@ -147,12 +155,12 @@ def test_bad_checksum_truncated_zip_and_404_fail_alone_and_a_rerun_lands_nothing
     assert [f["status"] for f in summary.values()] == ["failed", "failed", "failed", "landed"]
     expected = [t.id for t in truth(sandbox, D9, D9 + DAY)]
     assert sorted(raw(home).column("a").to_pylist()) == expected  # only the good file landed
-    snapshots = len(open_catalog(settings(home)).load_table((NS, "raw_binance_trades")).metadata.snapshots)
+    snapshots = len(open_catalog(settings(home)).load_table((NS, "raw_binance_agg_trades")).metadata.snapshots)
 
     again = cli(sandbox, home, "--since", "2024-02-06", "--until", "2024-02-10", "--json")
     assert again.returncode == 1 and len(_one_line_errors(again.stderr)) == 3
     assert [f["status"] for f in json.loads(again.stdout)] == ["failed", "failed", "failed", "skipped"]
-    table = open_catalog(settings(home)).load_table((NS, "raw_binance_trades"))
+    table = open_catalog(settings(home)).load_table((NS, "raw_binance_agg_trades"))
     assert len(table.metadata.snapshots) == snapshots and table.scan().to_arrow().num_rows == len(expected)
 
 
@@ -169,8 +177,8 @@ def test_a_replaced_file_lands_only_its_new_rows(sandbox, tmp_path):
         ("replaced", len(ids), len(ids) - short.landed, short.landed)
     assert fixed.sha256 != short.sha256
     assert sorted(raw(home).column("a").to_pylist()) == ids
-    table = open_catalog(settings(home)).load_table((NS, "raw_binance_trades"))
-    record = json.loads(table.current_snapshot().summary.additional_properties[archive_key("trades", "ETH-USDT",
+    table = open_catalog(settings(home)).load_table((NS, "raw_binance_agg_trades"))
+    record = json.loads(table.current_snapshot().summary.additional_properties[archive_key("agg_trades", "ETH-USDT",
                                                                                              name)])
     assert record["sha256"] == fixed.sha256 and record["done"] and (record["first_id"], record["last_id"]) == \
         (ids[0], ids[-1])
@@ -203,8 +211,8 @@ def test_sigkill_at_any_commit_of_a_backfill_leaves_the_table_exact(sandbox, tmp
         rows = raw(home)
         assert sorted(rows.column("a").to_pylist()) == expected, seed  # nothing lost, nothing doubled
         assert rerun.landed == len(expected) - before and rows.column("_raw_payload").null_count == 0
-        record = json.loads(open_catalog(settings(home)).load_table((NS, "raw_binance_trades")).current_snapshot()
-                            .summary.additional_properties[archive_key("trades", "ETH-USDT",
+        record = json.loads(open_catalog(settings(home)).load_table((NS, "raw_binance_agg_trades")).current_snapshot()
+                            .summary.additional_properties[archive_key("agg_trades", "ETH-USDT",
                                                                        "ETHUSDT-aggTrades-2024-02-07.zip")])
         assert record["done"] and record["rows"] == len(expected)
 

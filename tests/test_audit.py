@@ -32,7 +32,7 @@ from schemahub_core.testing.sandbox import _clear_sandbox_faults, sandbox  # noq
 SINCE, UNTIL = EVENT_AT - timedelta(minutes=3), EVENT_AT + timedelta(minutes=1)
 WINDOW = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat()]
 # venue -> (native symbol, canonical symbol, raw id column)
-VENUES = {"binance": ("BTCUSDT", "BTC-USDT", "a"), "coinbase": ("BTC-USD", "BTC-USD", "trade_id"),
+VENUES = {"binance": ("BTCUSDT", "BTC-USDT", "id"), "coinbase": ("BTC-USD", "BTC-USD", "trade_id"),
           "kraken": ("XXBTZUSD", "BTC-USD", "trade_id"), "okx": ("BTC-USDT", "BTC-USDT", "tradeId")}
 SYMBOLS = [f"{venue}:{canonical}" for venue, (_, canonical, _) in VENUES.items()]
 
@@ -51,15 +51,24 @@ def _status(home: Path) -> dict[str, dict]:
 def _raw_ids(venue: str) -> list[int]:
     native, _, column = VENUES[venue]
     table = open_catalog(load_settings()).load_table((load_settings().namespace, f"raw_{venue}_trades"))
-    data = table.scan(selected_fields=(table.schema().fields[0].name, column)).to_arrow()
-    return sorted(data.filter(pc.equal(data.column(0), native)).column(column).to_pylist())
+    symbol = get_registry().connectors[venue].streams["trades"].symbol_column
+    data = table.scan(selected_fields=(symbol, column)).to_arrow()
+    return sorted(int(i) for i in data.filter(pc.equal(data.column(symbol), native)).column(column).to_pylist())
+
+
+def _truth(sandbox, venue: str, since, until) -> list[int]:  # noqa: F811
+    """The ids the venue's trades stream holds: Binance's are its individual trades (the fills of its aggTrades)."""
+    native, canonical, _ = VENUES[venue]
+    if venue == "binance":
+        return [k[1] for k in sandbox.venues[venue].expected_keys("trades", canonical, since, until)]
+    return sandbox.expected_trade_ids(venue, native, since, until)
 
 
 @pytest.fixture(scope="module")
 def dropped(sandbox, tmp_path_factory):  # noqa: F811
     """A 4-minute history of every venue's BTC trades landed while chosen id ranges were dropped."""
     home = tmp_path_factory.mktemp("audit") / "home"
-    truth = {v: sandbox.expected_trade_ids(v, native, SINCE, UNTIL) for v, (native, _, _) in VENUES.items()}
+    truth = {v: _truth(sandbox, v, SINCE, UNTIL) for v in VENUES}
     b, c, k, o = (truth[v] for v in ("binance", "coinbase", "kraken", "okx"))
     drops = {"binance": [(b[100], b[139]), (b[300], b[300])], "coinbase": [(c[10], c[19])],
              "kraken": [(k[40], k[44])], "okx": [(o[150], o[199])]}
@@ -95,7 +104,7 @@ def test_audit_reports_exactly_the_dropped_ranges_and_exits_non_zero(dropped, sa
         assert (days[venue]["raw_duplicates"], days[venue]["unified_duplicates"], days[venue]["not_unified"],
                 days[venue]["not_in_raw"]) == (0, 0, 0, 0)
     assert days["binance"]["missing_ranges"] == [list(r) for r in dropped["drops"]["binance"]]
-    assert report["columns_read"]["raw_binance_trades"] == ["symbol", "a", "T"]  # key columns only
+    assert report["columns_read"]["raw_binance_trades"] == ["symbol", "id", "time"]  # key columns only
     assert report["columns_read"]["trades_unified"] == ["exchange", "symbol", "trade_id", "trade_ts"]
 
     status = _status(dropped["home"])
@@ -149,7 +158,7 @@ def test_a_clean_history_audits_clean_and_a_manual_duplicate_is_detected(sandbox
     clean = run_audit(settings, registry)
     assert clean.clean and not clean.gaps and {d.source for d in clean.days} == {"binance", "coinbase"}
     assert [(d.raw_rows, d.unified_rows, d.missing) for d in clean.days if d.source == "binance"] == [
-        (len(sandbox.expected_trade_ids("binance", "BTCUSDT", SINCE, until)),) * 2 + (0,)]
+        (len(_truth(sandbox, "binance", SINCE, until)),) * 2 + (0,)]
 
     catalog = open_catalog(settings)
     raw = catalog.load_table((settings.namespace, "raw_coinbase_trades"))

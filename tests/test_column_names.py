@@ -67,7 +67,7 @@ def test_a_plugin_declaring_colliding_columns_is_reported_and_plugins_test_names
 
 def test_binance_m_lands_as_M_best_match_and_the_payload_keeps_the_native_record() -> None:
     registry = get_registry()
-    stream = registry.connectors["binance"].streams["trades"]
+    stream = registry.connectors["binance"].streams["agg_trades"]
     check_column_names("binance", stream)
     records = [{"symbol": "BTCUSDT", "a": 7, "p": "1.5", "q": "2", "f": 1, "l": 2, "T": 1707405124123,
                 "m": True, "M": False}]
@@ -82,14 +82,14 @@ def test_a_table_made_with_the_old_name_is_renamed_in_place_without_rewriting_da
     settings = load_settings()
     catalog = open_catalog(settings)
     registry = get_registry()
-    definition = raw_table_def("binance", registry.connectors["binance"].streams["trades"])
+    definition = raw_table_def("binance", registry.connectors["binance"].streams["agg_trades"])
     assert definition.renames == (("M", "M_best_match"),)
     old_schema = pa.schema([pa.field("M" if f.name == "M_best_match" else f.name, f.type) for f in definition.schema])
     catalog.create_namespace(settings.namespace)
     schema: Schema = iceberg_schema(old_schema)
     old = catalog.create_table((settings.namespace, definition.name), schema=schema,
                                partition_spec=partition_spec(schema, definition.partition_column))
-    rows = cast_records(registry.connectors["binance"].streams["trades"],
+    rows = cast_records(registry.connectors["binance"].streams["agg_trades"],
                         [{"symbol": "BTCUSDT", "a": i, "p": "1", "q": "1", "f": i, "l": i, "T": 1707405124123 + i,
                           "m": i % 2 == 0, "M": i % 3 == 0} for i in range(6)], registry.transforms, "binance")[0]
     old.append(rows.rename_columns(old_schema.names).cast(old.schema().as_arrow()))

@@ -41,8 +41,8 @@ def _line_of(path: Path, needle: str) -> int:
     [
         ("side: taker_side_from_maker_flag", "side: taker_side_from_maker_flg", "side: taker_side_from_maker_flg",
          "transforms.side", "unknown transform 'taker_side_from_maker_flg'"),
-        ("  q: quantity", "  qty: quantity", "qty: quantity", "mappings.qty", "no raw column 'qty'"),
-        ("  p: price", "  p: prise", "p: prise", "mappings.p", "no column 'prise' in trades_unified"),
+        ("  qty: quantity", "  q: quantity", "q: quantity", "mappings.q", "no raw column 'q'"),
+        ("  price: price", "  price: prise", "price: prise", "mappings.price", "no column 'prise' in trades_unified"),
         ("exchange: BINANCE", "exchange: [BINANCE]", "exchange: [BINANCE]", "constants.exchange", "is not of type"),
         ("source: binance.trades", "source: binance.candles", "source: binance.candles", "source",
          "has no stream 'candles'"),
@@ -66,7 +66,7 @@ def test_unknown_top_level_key_and_missing_columns(tmp_path: Path) -> None:
         load_mapping(path)
     assert info.value.key == "extras" and info.value.line == _line_of(path, "extras: 1")
 
-    path = _broken(tmp_path, "  T: trade_ts\n", "")
+    path = _broken(tmp_path, "  time: trade_ts\n", "")
     with pytest.raises(MappingError, match="does not produce trades_unified column.*trade_ts, which may not be null"):
         check_mapping(load_mapping(path), get_registry())
 
@@ -109,8 +109,8 @@ def test_mapping_apply_produces_unified_rows() -> None:
     registry = get_registry()
     mapping = load_mapping(BINANCE)
     stream = registry.connectors["binance"].streams["trades"]
-    records = [{"symbol": "BTCUSDT", "a": 7, "p": "43210.50", "q": "0.5", "f": 1, "l": 2, "T": 1707405124123,
-                "m": True, "M": True}]
+    records = [{"symbol": "BTCUSDT", "id": 7, "price": "43210.50", "qty": "0.5", "quoteQty": "21605.25",
+                "time": 1707405124123, "isBuyerMaker": True, "isBestMatch": True}]
     raw, rejected = cast_records(stream, records, registry.transforms, "binance")
     assert rejected == []
     row = mapping.apply(raw, registry, registry.targets["trades_unified"].schema).to_pylist()[0]
@@ -155,27 +155,30 @@ def test_unknown_stream_errors_list_the_streams_that_exist(tmp_path: Path) -> No
 
 def test_a_transform_may_be_keyed_by_the_raw_column_it_casts() -> None:
     registry = get_registry()
-    text = BINANCE.read_text().replace("  trade_id: to_string\n", "  a: to_string\n  q: to_double\n")
+    text = BINANCE.read_text().replace("  side: taker_side_from_maker_flag\n",
+                                       "  isBuyerMaker: taker_side_from_maker_flag\n  qty: to_double\n")
     mapping = parse_mapping(text)
     check_mapping(mapping, registry)
     assert resolve(mapping, registry).transforms == resolve(parse_mapping(BINANCE.read_text().replace(
-        "  trade_id: to_string\n", "  trade_id: to_string\n  quantity: to_double\n")), registry).transforms
+        "  side: taker_side_from_maker_flag\n", "  side: taker_side_from_maker_flag\n  quantity: to_double\n")),
+        registry).transforms
 
 
 def test_pattern_errors_print_with_their_brackets(tmp_path: Path) -> None:
     mdir = tmp_path / "config" / "mappings"
     mdir.mkdir(parents=True)
-    _broken(mdir, "source: binance.trades", "source: Binance.Trades")
+    bad = _broken(mdir, "source: binance.trades", "source: Binance.Trades")
     proc = run_cli("mappings", "validate", cwd=tmp_path, check=False, env={"COLUMNS": "400"})
     assert proc.returncode == 1
     line = next(line for line in proc.stderr.splitlines() if line.startswith("fail"))
-    assert line.startswith("fail config/mappings/broken.yaml:2: source: 'Binance.Trades' does not match ")
+    line_no = _line_of(bad, "Binance.Trades")
+    assert line.startswith(f"fail config/mappings/broken.yaml:{line_no}: source: 'Binance.Trades' does not match ")
     assert "'^([a-z][a-z0-9_]*\\\\.[a-z][a-z0-9_]*|raw_[a-z][a-z0-9_]*_[a-z][a-z0-9_]*)$'" in line
 
 
 def test_values_from_files_print_literally_in_tables(tmp_path: Path) -> None:
     records = tmp_path / "records.json"
-    records.write_text('[{"symbol": "BTCUSDT", "a": 1, "p": "[bold]1[/bold]", "q": "1", "f": 1, "l": 1, '
-                       '"T": 1707405124123, "m": true, "M": true}]')
+    records.write_text('[{"symbol": "BTCUSDT", "id": 1, "price": "[bold]1[/bold]", "qty": "1", "quoteQty": "1", '
+                       '"time": 1707405124123, "isBuyerMaker": true, "isBestMatch": true}]')
     proc = run_cli("mappings", "dry-run", "raw_binance_trades", str(records), cwd=tmp_path, env={"COLUMNS": "400"})
     assert "quarantined record 0:" in proc.stdout and "'[bold]1[/bold]'" in proc.stdout

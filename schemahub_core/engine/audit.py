@@ -294,6 +294,11 @@ class _Audit:
 
     def _symbol(self, source: str, stream: Stream, symbol: str, native: str, rows: pa.Table) -> None:
         idc, tcol = stream.id_column, stream.event_time
+        if idc is not None and pa.types.is_string(rows.schema.field(idc).type):  # ids kept as text (a DDL's choice)
+            try:
+                rows = rows.set_column(rows.schema.get_field_index(idc), idc, pc.cast(rows.column(idc), pa.int64()))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass  # not integer text: duplicates by key, holes found by time
         times = _micros(rows.column(tcol))
         days = times // DAY_US
         for d, n in _per_day(days).items():

@@ -314,7 +314,7 @@ def ingest(
     if cls is None:
         raise KeyError(f"unknown source {source!r} (installed: {', '.join(sorted(registry.connectors)) or 'none'})")
     connector = cls(options or {})
-    chosen = [cls.streams[s] for s in (streams or list(cls.streams))]
+    chosen = [cls.streams[s] for s in (streams or [n for n, st in cls.streams.items() if st.default])]
     ensure_tables(catalog, namespace, [raw_table_def(source, s) for s in chosen]
                   + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
     sink = IcebergSink(catalog, namespace)

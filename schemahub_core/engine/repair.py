@@ -135,6 +135,7 @@ class SymbolRepair:
             table = retry_transient(lambda: self.sink.catalog.load_table((self.sink.namespace, self.table)))
             have = table.scan(row_filter=_windows(self.stream, self.native, gaps), selected_fields=tuple(keys)) \
                 .to_arrow()
+            have = have.select(keys)  # a scan returns the table's column order, not the key's
             new = batch.join(have.cast(batch.select(keys).schema), keys, join_type="left anti") \
                 .select(batch.column_names).cast(batch.schema)
             if new.num_rows == 0:

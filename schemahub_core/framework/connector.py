@@ -114,6 +114,7 @@ class Stream:
     cursor_kind: CursorKind
     event_time: str  # raw column used for day partitioning and time ranges
     ids: IdContinuity = IdContinuity.NONE  # how the id (the key's last column) behaves per symbol
+    default: bool = True  # ingested when the source is named alone (`run ingest binance`); else only by name
 
     @property
     def symbol_column(self) -> str:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from schemahub_binance import MAPPINGS
 from schemahub_binance.connector import POLICY, BinanceConnector
 
 from schemahub_core import ConnectorError
+from schemahub_core.engine.raw import cast_records
 from schemahub_core.framework.mapping import load_mapping
+from schemahub_core.framework.registry import get_registry
 from schemahub_core.sandbox import EVENT_AT
 from schemahub_core.testing.conformance import assert_conformance, fetch_all, map_records
 
@@ -21,29 +26,63 @@ def connector(sandbox, **options) -> BinanceConnector:
     return BinanceConnector(sandbox.connector_options("binance", **{"page_size": 50, "backoff": 0.05, **options}))
 
 
-def test_pages_cover_the_range_exactly_once_resume_and_edges(sandbox):
-    expected = [("BTCUSDT", a) for a in sandbox.expected_trade_ids("binance", "BTCUSDT", SINCE, UNTIL)]
-    report = assert_conformance(connector(sandbox), "trades", "BTC-USDT", SINCE, UNTIL, expected, min_pages=20)
+# (stream, id field, time field): individual trades (the default) and aggregate trades
+STREAMS = [("trades", "id", "time"), ("agg_trades", "a", "T")]
+
+
+@pytest.mark.parametrize(("stream", "id_field", "time_field"), STREAMS)
+def test_pages_cover_the_range_exactly_once_resume_and_edges(sandbox, stream, id_field, time_field):
+    expected = sandbox.venues["binance"].expected_keys(stream, "BTC-USDT", SINCE, UNTIL)
+    report = assert_conformance(connector(sandbox), stream, "BTC-USDT", SINCE, UNTIL, expected, min_pages=20)
     assert report["pages"] >= 20 and report["records"] == len(expected)
 
 
-def test_cursor_mid_stream_resumes_after_that_trade(sandbox):
-    ids = sandbox.expected_trade_ids("binance", "BTCUSDT", SINCE, UNTIL)
-    run = fetch_all(connector(sandbox), "trades", "BTC-USDT", cursor=ids[100], until=UNTIL)
-    assert [r["a"] for r in run.records] == ids[101:]
+@pytest.mark.parametrize(("stream", "id_field", "time_field"), STREAMS)
+def test_cursor_mid_stream_resumes_after_that_trade(sandbox, stream, id_field, time_field):
+    ids = [k[1] for k in sandbox.venues["binance"].expected_keys(stream, "BTC-USDT", SINCE, UNTIL)]
+    run = fetch_all(connector(sandbox), stream, "BTC-USDT", cursor=ids[100], until=UNTIL)
+    assert [r[id_field] for r in run.records] == ids[101:]
 
 
-def test_range_edges_are_inclusive_since_exclusive_until_at_ms_precision(sandbox):
-    run = fetch_all(connector(sandbox), "trades", "BTC-USDT", since=SINCE, until=SINCE + timedelta(seconds=20))
+@pytest.mark.parametrize(("stream", "id_field", "time_field"), STREAMS)
+def test_range_edges_are_inclusive_since_exclusive_until_at_ms_precision(sandbox, stream, id_field, time_field):
+    run = fetch_all(connector(sandbox), stream, "BTC-USDT", since=SINCE, until=SINCE + timedelta(seconds=20))
     first, last = run.records[0], run.records[-1]
-    t_first = datetime.fromtimestamp(first["T"] / 1000, UTC)
-    t_last = datetime.fromtimestamp(last["T"] / 1000, UTC)
-    inner = fetch_all(connector(sandbox), "trades", "BTC-USDT", since=t_first, until=t_last)
-    assert inner.records[0]["a"] == first["a"]  # a trade exactly at `since` is in
-    assert all(r["T"] < last["T"] for r in inner.records)  # trades exactly at `until` are out
-    later = fetch_all(connector(sandbox), "trades", "BTC-USDT", since=t_first + timedelta(microseconds=1),
+    t_first = datetime.fromtimestamp(first[time_field] / 1000, UTC)
+    t_last = datetime.fromtimestamp(last[time_field] / 1000, UTC)
+    inner = fetch_all(connector(sandbox), stream, "BTC-USDT", since=t_first, until=t_last)
+    assert inner.records[0][id_field] == first[id_field]  # a trade exactly at `since` is in
+    assert all(r[time_field] < last[time_field] for r in inner.records)  # trades exactly at `until` are out
+    later = fetch_all(connector(sandbox), stream, "BTC-USDT", since=t_first + timedelta(microseconds=1),
                       until=t_last)
-    assert later.records[0]["T"] > first["T"]  # since is rounded up to the next whole ms, never down
+    assert later.records[0][time_field] > first[time_field]  # since is rounded up to the next whole ms, never down
+
+
+def test_individual_trades_are_the_fills_of_the_aggregates(sandbox):
+    """Each aggTrade's f..l are the ids of its individual trades: same price, time and taker, quantities add up."""
+    c = connector(sandbox)
+    until = SINCE + timedelta(seconds=30)
+    aggs = fetch_all(c, "agg_trades", "BTC-USDT", since=SINCE, until=until).records
+    fills = fetch_all(c, "trades", "BTC-USDT", since=SINCE, until=until).records
+    by_id = {f["id"]: f for f in fills}
+    assert [f["id"] for f in fills] == list(range(aggs[0]["f"], aggs[-1]["l"] + 1))  # contiguous, nothing else
+    assert any(a["l"] > a["f"] for a in aggs)
+    for a in aggs:
+        parts = [by_id[i] for i in range(a["f"], a["l"] + 1)]
+        assert {(p["price"], p["time"], p["isBuyerMaker"]) for p in parts} == {(a["p"], a["T"], a["m"])}
+        assert sum(Decimal(p["qty"]) for p in parts) == Decimal(a["q"])
+        assert all(Decimal(p["quoteQty"]) == Decimal(p["price"]) * Decimal(p["qty"]) for p in parts)
+
+
+def test_individual_trades_cost_weight_25_a_page_and_start_from_the_first_aggregate(sandbox):
+    c, stats = connector(sandbox), sandbox.venues["binance"].stats
+    requests, weight = stats.requests, stats.weight
+    run = fetch_all(c, "trades", "BTC-USDT", since=SINCE, until=SINCE + timedelta(seconds=60))
+    requests, weight = stats.requests - requests, stats.weight - weight
+    assert requests >= len(run.pages) >= 3  # one aggTrades?startTime=&limit=1 (the first id), then historicalTrades
+    assert weight == c.session.stats.weight == 4 + 25 * (requests - 1)
+    first = fetch_all(connector(sandbox), "agg_trades", "BTC-USDT", since=SINCE, until=SINCE + timedelta(seconds=10))
+    assert run.records[0]["id"] == first.records[0]["f"]
 
 
 # Hand-written aggTrades rows (documented format) -> expected trades_unified rows.
@@ -77,8 +116,16 @@ CASES = [
 
 @pytest.mark.parametrize(("raw", "expected"), CASES, ids=[str(r["a"]) for r, _ in CASES])
 def test_mapping_normalizes_side_time_and_symbol(raw, expected):
-    mapping = load_mapping(MAPPINGS / "trades_unified.yaml")
-    rows, rejected = map_records(BinanceConnector.streams["trades"], mapping, [raw])
+    """The same rows as individual trades through the default mapping, and as aggTrades through the optional one."""
+    fill = {"symbol": raw["symbol"], "id": raw["a"], "price": raw["p"], "qty": raw["q"], "time": raw["T"],
+            "quoteQty": "0", "isBuyerMaker": raw["m"], "isBestMatch": raw["M"]}
+    for stream, record, path in (("trades", fill, "trades_unified.yaml"),
+                                 ("agg_trades", raw, "optional/agg_trades_unified.yaml")):
+        _check_mapped(stream, record, load_mapping(MAPPINGS / path), expected)
+
+
+def _check_mapped(stream, raw, mapping, expected):
+    rows, rejected = map_records(BinanceConnector.streams[stream], mapping, [raw])
     assert not rejected
     row = rows[0]
     symbol, trade_id, side, price, qty, ts = expected
@@ -105,7 +152,7 @@ def test_forced_429_5xx_and_timeout_are_retried_and_the_fetch_completes(sandbox)
     sandbox.inject("binance", "5xx", status=502)
     sandbox.inject("binance", "timeout", delay=1.0)
     until = SINCE + timedelta(seconds=90)
-    run = fetch_all(c, "trades", "BTC-USDT", since=SINCE, until=until)
+    run = fetch_all(c, "agg_trades", "BTC-USDT", since=SINCE, until=until)
     assert [r["a"] for r in run.records] == sandbox.expected_trade_ids("binance", "BTCUSDT", SINCE, until)
     assert c.session.stats.retries == 3
     assert c.session.stats.by_status.get(418, 0) == 0  # Retry-After was honoured, so no ban
@@ -113,7 +160,7 @@ def test_forced_429_5xx_and_timeout_are_retried_and_the_fetch_completes(sandbox)
 
 
 def test_malformed_row_is_quarantined_not_dropped(sandbox):
-    sandbox.inject("binance", "malformed_row", path="aggTrades")
+    sandbox.inject("binance", "malformed_row", path="historicalTrades")
     run = fetch_all(connector(sandbox), "trades", "BTC-USDT", since=SINCE, until=SINCE + timedelta(seconds=10))
     rows, rejected = map_records(BinanceConnector.streams["trades"], load_mapping(MAPPINGS / "trades_unified.yaml"),
                                  run.records)
@@ -124,6 +171,8 @@ def test_malformed_row_is_quarantined_not_dropped(sandbox):
 def test_unknown_symbol_is_a_clear_error(sandbox):
     with pytest.raises(ConnectorError, match=r"binance: HTTP 400 on /binance/api/v3/aggTrades: Invalid symbol"):
         fetch_all(connector(sandbox), "trades", "DOGE-XYZ", since=SINCE)
+    with pytest.raises(ConnectorError, match=r"binance: HTTP 400 on /binance/api/v3/historicalTrades: Invalid symb"):
+        fetch_all(connector(sandbox), "trades", "DOGE-XYZ", cursor=1)
 
 
 def test_malformed_body_is_retried_then_a_clear_error(sandbox):
@@ -137,3 +186,34 @@ def test_defaults_are_the_real_venue():
     assert c.base_url == "https://api.binance.com"
     assert (POLICY.rate.limit, POLICY.rate.window) == (6000, 60)
     assert c.session.policy.used_weight_header == "X-MBX-USED-WEIGHT-1M"
+
+
+RECORDED = Path(__file__).resolve().parents[3].parent / "shared" / "recorded" / "binance"
+
+
+@pytest.mark.parametrize("name", ["trades.json", "historicalTrades.json"])
+def test_recorded_individual_trades_parse_row_for_row(sandbox, name):
+    """Real /api/v3/trades and /historicalTrades answers (BTCUSDT, 2021-10-22): the stream and its mapping."""
+    recorded = json.loads((RECORDED / name).read_text())
+    records = [{**row, "symbol": "BTCUSDT"} for row in recorded]  # the connector adds the symbol the rows omit
+    raw, rejected = cast_records(BinanceConnector.streams["trades"], records, get_registry().transforms, "binance")
+    assert not rejected and raw.num_rows == len(recorded) == 10
+    for row, got in zip(recorded, raw.to_pylist(), strict=True):
+        assert got["id"] == str(row["id"]) and got["symbol"] == "BTCUSDT"
+        assert (got["price"], got["qty"], got["quoteQty"]) == (float(row["price"]), float(row["qty"]),
+                                                               float(row["quoteQty"]))
+        assert got["time"] == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=row["time"])
+        assert (got["isBuyerMaker"], got["isBestMatch"]) == (row["isBuyerMaker"], row["isBestMatch"])
+    rows, rejected = map_records(BinanceConnector.streams["trades"], load_mapping(MAPPINGS / "trades_unified.yaml"),
+                                 records)
+    assert not rejected
+    for row, got in zip(recorded, rows, strict=True):
+        assert (got["exchange"], got["symbol"], got["native_symbol"]) == ("BINANCE", "BTC-USDT", "BTCUSDT")
+        assert got["trade_id"] == str(row["id"]) and got["side"] == ("SELL" if row["isBuyerMaker"] else "BUY")
+        assert (got["price"], got["quantity"]) == (float(row["price"]), float(row["qty"]))
+    # the simulated venue speaks the same wire format: same fields, order and JSON types
+    served = connector(sandbox).session.get_json(sandbox.base_url("binance") + "/api/v3/historicalTrades",
+                                                 {"symbol": "BTCUSDT", "limit": 3}, 25)[0]
+    shape = [[(k, type(v).__name__) for k, v in r.items()] for r in (*recorded, *served)]
+    assert all(s == shape[0] for s in shape)
+    assert all(len(r["price"].split(".")[1]) == 8 for r in (*recorded, *served))

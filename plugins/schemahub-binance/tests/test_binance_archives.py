@@ -25,7 +25,7 @@ needs_recorded = pytest.mark.skipif(not PEPE_ZIP.is_file(), reason="../shared/re
 
 def _file(symbol: str, day: datetime, name: str | None = None) -> ArchiveFile:
     name = name or f"{symbol.replace('-', '')}-aggTrades-{day:%Y-%m-%d}.zip"
-    return ArchiveFile("trades", symbol, name, f"http://unused/{name}", day, day + timedelta(days=1))
+    return ArchiveFile("agg_trades", symbol, name, f"http://unused/{name}", day, day + timedelta(days=1))
 
 
 def _zip(tmp_path: Path, name: str, text: str) -> Path:
@@ -113,7 +113,7 @@ def test_simulated_archives_have_the_real_layout_and_equal_the_rest_rows(sandbox
     """Daily zip + CHECKSUM (sha256sum line, no newline), one headerless CSV member, lines from the REST rows."""
     day = datetime(2024, 2, 8, tzinfo=UTC)
     connector = BinanceConnector(sandbox.connector_options("binance"))
-    files = connector.archive_files("trades", "ETH-USDT", day, day + timedelta(days=1))
+    files = connector.archive_files("agg_trades", "ETH-USDT", day, day + timedelta(days=1))
     assert [f.name for f in files] == ["ETHUSDT-aggTrades-2024-02-08.zip"]
     url = files[0].url
     assert url == sandbox.base_url("binance") + "/data/spot/daily/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-02-08.zip"

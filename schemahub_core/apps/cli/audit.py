@@ -10,7 +10,16 @@ import click
 from rich import box
 from rich.table import Table
 
-from schemahub_core.apps.cli.context import Context, console, emit_json, err_console, fail, parse_time, pass_ctx
+from schemahub_core.apps.cli.context import (
+    Context,
+    console,
+    emit_json,
+    err_console,
+    fail,
+    parse_time,
+    pass_ctx,
+    plain,
+)
 from schemahub_core.framework.config import ConfigError
 from schemahub_core.framework.mapping import MappingError
 
@@ -53,11 +62,12 @@ def _render(report: Any, title: str) -> None:
     completeness = report.completeness()
     for (source, symbol), per_day in sorted(rows.items()):
         ds = list(per_day.values())
-        heat.add_row(f"{source} {symbol}", "".join(_cell(per_day[day]) if day in per_day else "[dim]·[/]"
+        heat.add_row(plain(f"{source} {symbol}"), "".join(_cell(per_day[day]) if day in per_day else "[dim]·[/]"
                                                     for day in days))
         share = completeness.get((source, ds[0].stream, symbol), 1.0)
         bad = sum(d.problems for d in ds)
-        table.add_row(f"{source} {symbol}", f"{sum(d.raw_rows for d in ds):,}", f"{sum(d.missing for d in ds):,}",
+        table.add_row(plain(f"{source} {symbol}"), f"{sum(d.raw_rows for d in ds):,}",
+                      f"{sum(d.missing for d in ds):,}",
                       str(sum(d.time_holes for d in ds)), str(sum(d.raw_duplicates + d.unified_duplicates for d in ds)),
                       str(sum(d.not_unified + d.not_in_raw for d in ds)),
                       f"[{'green' if not bad else 'red'}]{share:.3%}[/]")
@@ -72,7 +82,8 @@ def _render(report: Any, title: str) -> None:
         for g in report.gaps[:SHOWN_GAPS]:
             ids = f"{g.first_id}..{g.last_id}" if g.kind == "ids" else f"time hole after {g.id_before or ''}"
             span = (g.time_after - g.time_before).total_seconds()
-            gaps.add_row(f"{g.source} {g.symbol}", ids, str(g.count or ""), f"{_when(g.time_before)} +{span:.1f}s")
+            gaps.add_row(plain(f"{g.source} {g.symbol}"), plain(ids), str(g.count or ""),
+                         f"{_when(g.time_before)} +{span:.1f}s")
         console.print(gaps)
         if len(report.gaps) > SHOWN_GAPS:
             console.print(f"... and {len(report.gaps) - SHOWN_GAPS} more gaps (--json lists them all)")

@@ -1,12 +1,19 @@
-"""Binance Spot: aggregated trades (``/api/v3/aggTrades``, cursor = aggregate trade id) and book ticker quotes,
-REST and live (WebSocket ``<symbol>@bookTicker``, ``{u,s,b,B,a,A}``, on the combined ``/stream`` endpoint).
+"""Binance Spot: individual trades (stream ``trades``, ``/api/v3/historicalTrades``, cursor = trade id), aggregate
+trades (stream ``agg_trades``, ``/api/v3/aggTrades``, cursor = aggregate id) and book ticker quotes, REST and live
+(WebSocket ``<symbol>@bookTicker``, ``{u,s,b,B,a,A}``, on the combined ``/stream`` endpoint).
 
-Paging: the first page starts at ``startTime`` (inclusive, ms) when a ``since``
-is given, then every next page asks ``fromId = last a + 1`` (Binance refuses
-``fromId`` together with a time bound). ``until`` is exclusive and checked on
-``T``. Request weight (aggTrades 4, bookTicker 2) is drawn from the shared
-session's bucket, and ``X-MBX-USED-WEIGHT-1M`` is tracked so the IP never
-reaches a 429, let alone the 418 ban that follows one.
+``trades`` feeds ``trades_unified`` by default: one row per fill, keyed by Binance's own trade id (the id the
+seed's mapping, the venue's ``trades`` archives and other tools use). It costs weight 25 per 1,000 trades
+against 4 per 1,000 aggregates (each aggregate is one or more fills at one price), so ``agg_trades`` is kept
+as its own stream for bulk history; it is landed only when named (``run ingest binance.agg_trades``).
+
+Paging ``trades``: ``historicalTrades`` has no time parameter, so a ``since`` is reached through the first
+aggregate trade at or after it (``aggTrades?startTime=``, weight 4): its first trade id ``f`` is the first
+individual trade at or after ``since``. Every page then asks ``fromId = last id + 1``. Paging ``agg_trades``:
+the first page starts at ``startTime`` (inclusive, ms), then ``fromId = last a + 1`` (Binance refuses ``fromId``
+together with a time bound). ``until`` is exclusive and checked on the trade time. Request weight is drawn
+from the shared session's bucket, and ``X-MBX-USED-WEIGHT-1M`` is tracked so the IP never reaches a 429, let
+alone the 418 ban that follows one.
 """
 
 from __future__ import annotations
@@ -50,10 +57,33 @@ WS_URL = "wss://stream.binance.com:9443"
 ARCHIVE_URL = "https://data.binance.vision"
 MICROS_FROM = datetime(2025, 1, 1, tzinfo=UTC)  # spot archive timestamps are µs from this day on, ms before
 PAGE_SIZE = 1000
-WEIGHTS = {"aggTrades": 4, "bookTicker": 2}
+WEIGHTS = {"aggTrades": 4, "historicalTrades": 25, "bookTicker": 2}
+ARCHIVE_KINDS = {"trades": "trades", "agg_trades": "aggTrades"}  # stream -> data.binance.vision folder
+ARCHIVE_COLUMNS = {  # each archive's CSV columns, as the stream's raw columns
+    "trades": ("id", "price", "qty", "quoteQty", "time", "isBuyerMaker", "isBestMatch"),
+    "agg_trades": ("a", "p", "q", "f", "l", "T", "m", "M_best_match"),
+}
 
-TRADES = Stream(
+TRADES = Stream(  # the seed's raw_binance_trades: id STRING, symbol, price, qty, time, then the venue's other fields
     name="trades",
+    columns=(
+        Column("id", pa.string(), "to_string"),
+        Column("symbol", pa.string()),  # added by the connector: trade rows omit it
+        Column("price", pa.float64(), "to_double"),
+        Column("qty", pa.float64(), "to_double"),
+        Column("time", TS, "from_ms"),
+        Column("quoteQty", pa.float64(), "to_double"),
+        Column("isBuyerMaker", pa.bool_()),
+        Column("isBestMatch", pa.bool_()),
+    ),
+    key=("symbol", "id"),
+    cursor_kind=CursorKind.ID,
+    event_time="time",
+    ids=IdContinuity.CONTIGUOUS,  # trade ids are consecutive per symbol (as text, per the seed's DDL)
+)
+
+AGG_TRADES = Stream(
+    name="agg_trades",
     columns=(
         Column("symbol", pa.string()),  # added by the connector: aggTrades rows omit it
         Column("a", pa.int64()),
@@ -69,6 +99,7 @@ TRADES = Stream(
     cursor_kind=CursorKind.ID,
     event_time="T",
     ids=IdContinuity.CONTIGUOUS,  # aggregate ids are consecutive per symbol
+    default=False,  # the same fills as `trades`, aggregated: landed when named
 )
 
 QUOTES = Stream(
@@ -129,6 +160,11 @@ def _flags(text: pa.Array, column: str, name: str) -> pa.Array:
     return pc.equal(lower, "true")
 
 
+def _first_ms(moment: datetime) -> int:
+    """The first whole ms at or after ``moment`` (never rounded down: ``since`` is inclusive)."""
+    return -(-_us(moment) // 1000)
+
+
 def _us(moment: datetime) -> int:
     """Exact epoch microseconds (naive datetimes are UTC)."""
     if moment.tzinfo is None:
@@ -142,7 +178,7 @@ class BinanceConnector(Connector):
 
     name = "binance"
     description = "Binance Spot REST"
-    streams = {"trades": TRADES, "quotes": QUOTES}
+    streams = {"trades": TRADES, "agg_trades": AGG_TRADES, "quotes": QUOTES}
     default_symbols = ("BTC-USDT", "ETH-USDT")
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
@@ -172,15 +208,17 @@ class BinanceConnector(Connector):
         return datetime.fromtimestamp(body["serverTime"] / 1000, UTC)
 
     def archive_files(self, stream: str, symbol: str, since: datetime, until: datetime) -> list[ArchiveFile]:
-        """``data/spot/{monthly|daily}/aggTrades/SYMBOL/SYMBOL-aggTrades-{YYYY-MM|YYYY-MM-DD}.zip``: monthly files
-        for whole past months, daily files for the other days up to yesterday (venue time)."""
-        if stream != "trades":
-            raise ConnectorError(f"binance: stream {stream!r} has no archives (only trades: aggTrades)")
+        """``data/spot/{monthly|daily}/{trades|aggTrades}/SYMBOL/SYMBOL-{kind}-{YYYY-MM|YYYY-MM-DD}.zip`` (``trades``
+        files for the ``trades`` stream, ``aggTrades`` for ``agg_trades``): monthly files for whole past months,
+        daily files for the other days up to yesterday (venue time)."""
+        kind = ARCHIVE_KINDS.get(stream)
+        if kind is None:
+            raise ConnectorError(f"binance: stream {stream!r} has no archives (trades and agg_trades have)")
         native = self.native_symbol(symbol)
         files = []
         for period in archive_periods(since, until, self.server_time()):
-            name = f"{native}-aggTrades-{period.label}.zip"
-            url = f"{self.archive_url}/data/spot/{period.kind}/aggTrades/{native}/{name}"
+            name = f"{native}-{kind}-{period.label}.zip"
+            url = f"{self.archive_url}/data/spot/{period.kind}/{kind}/{native}/{name}"
             files.append(ArchiveFile(stream, symbol, name, url, period.start, period.end, period.kind,
                                      f"{url}.CHECKSUM"))
         return files
@@ -191,16 +229,18 @@ class BinanceConnector(Connector):
             return parse_checksum(fetch_text(session, file.checksum_url or f"{file.url}.CHECKSUM"), file.name)
 
     def read_archive(self, file: ArchiveFile, path: Path) -> Iterator[pa.RecordBatch]:
-        """Rows ``agg id, price, qty, first id, last id, time, buyer is maker, best match`` (no header on spot
-        files; a header line, as USD-M files have, is skipped) as the ``trades`` raw columns."""
-        names = [c.name for c in TRADES.columns if c.name != "symbol"]
+        """aggTrades rows ``agg id, price, qty, first id, last id, time, buyer is maker, best match`` as the
+        ``agg_trades`` raw columns, or trades rows ``id, price, qty, quoteQty, time, buyer is maker, best match``
+        as the ``trades`` ones (no header on spot files; a header line, as USD-M files have, is skipped)."""
+        names = list(ARCHIVE_COLUMNS[file.stream])
         columns = [f"c{i}" for i in range(len(names))]
-        flags = {names[6], names[7]}
+        flags = {names[-2], names[-1]}
+        time_column = self.streams[file.stream].event_time
         native = self.native_symbol(file.symbol)
         for batch in csv_text_batches(path, file.name, columns):
             arrays = [pa.repeat(pa.scalar(native, pa.string()), batch.num_rows)]
             for name, text in zip(names, batch.columns[:len(names)], strict=True):
-                if name == names[5]:
+                if name == time_column:
                     arrays.append(archive_timestamps(text, file))
                 elif name in flags:
                     arrays.append(_flags(text, name, file.name))
@@ -224,28 +264,64 @@ class BinanceConnector(Connector):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Iterator[Page]:
-        """Pages of aggregate trades (see the module docstring for the paging rules)."""
+        """Pages of individual trades (see the module docstring for the paging rules)."""
         native = self.native_symbol(symbol)
-        params: dict[str, Any] = {"symbol": native, "limit": self.page_size}
+        from_id: int | None = None
         if cursor is not None:
-            params["fromId"] = int(cursor) + 1
+            from_id = int(cursor) + 1
         elif since is not None:
-            params["startTime"] = -(-_us(since) // 1000)  # first whole ms at or after `since`
+            first = self._first_agg_at(native, since)
+            if first is None:
+                return  # no trade at or after `since` yet
+            from_id = int(first["f"])
+        yield from self._pages(native, "historicalTrades", "id", "time", cursor, until,
+                               {} if from_id is None else {"fromId": from_id})
+
+    def fetch_agg_trades(
+        self,
+        symbol: str,
+        cursor: Cursor,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[Page]:
+        """Pages of aggregate trades (see the module docstring for the paging rules)."""
+        first: dict[str, Any] = {}
+        if cursor is not None:
+            first["fromId"] = int(cursor) + 1
+        elif since is not None:
+            first["startTime"] = _first_ms(since)
+        yield from self._pages(self.native_symbol(symbol), "aggTrades", "a", "T", cursor, until, first)
+
+    def _first_agg_at(self, native: str, since: datetime) -> dict[str, Any] | None:
+        rows, _ = self.session.get_json(f"{self.base_url}/api/v3/aggTrades",
+                                        {"symbol": native, "startTime": _first_ms(since), "limit": 1},
+                                        WEIGHTS["aggTrades"])
+        if not isinstance(rows, list):
+            raise ConnectorError(f"binance: aggTrades for {native} returned {type(rows).__name__}, expected a list")
+        if rows and not (isinstance(rows[0], dict) and isinstance(rows[0].get("f"), int)):
+            raise ConnectorError(f"binance: aggTrades for {native} returned a row without a first trade id 'f'")
+        return rows[0] if rows else None
+
+    def _pages(self, native: str, endpoint: str, id_field: str, time_field: str, cursor: Cursor,
+               until: datetime | None, first: dict[str, Any]) -> Iterator[Page]:
+        """Page ``endpoint`` forward by ``fromId`` from the ``first`` page's parameters, stopping before ``until``."""
+        params: dict[str, Any] = {"symbol": native, "limit": self.page_size, **first}
         until_us = _us(until) if until is not None else None
         while True:
-            rows, _ = self.session.get_json(f"{self.base_url}/api/v3/aggTrades", params, WEIGHTS["aggTrades"])
+            rows, _ = self.session.get_json(f"{self.base_url}/api/v3/{endpoint}", params, WEIGHTS[endpoint])
             if not isinstance(rows, list):
-                raise ConnectorError(f"binance: aggTrades for {native} returned {type(rows).__name__}, expected a list")
+                raise ConnectorError(f"binance: {endpoint} for {native} returned {type(rows).__name__}, "
+                                     "expected a list")
             records, payloads, last_id, done = [], [], None, False
             for row in rows:
-                t = row.get("T") if isinstance(row, dict) else None
+                t = row.get(time_field) if isinstance(row, dict) else None
                 if until_us is not None and isinstance(t, int) and t * 1000 >= until_us:
                     done = True
                     break
                 payloads.append(json.dumps(row, separators=(",", ":")))
                 records.append({**row, "symbol": native} if isinstance(row, dict) else row)
-                if isinstance(row, dict) and isinstance(row.get("a"), int):
-                    last_id = row["a"] if last_id is None else max(last_id, row["a"])
+                if isinstance(row, dict) and isinstance(row.get(id_field), int):
+                    last_id = row[id_field] if last_id is None else max(last_id, row[id_field])
             if records:
                 yield Page(records, last_id if last_id is not None else cursor, payloads)
                 cursor = last_id if last_id is not None else cursor

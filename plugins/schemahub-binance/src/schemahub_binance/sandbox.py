@@ -1,9 +1,15 @@
-"""Simulated Binance Spot REST (``/api/v3``): aggTrades, bookTicker, exchangeInfo; WebSocket ``@bookTicker``.
+"""Simulated Binance Spot REST (``/api/v3``): aggTrades, trades, historicalTrades, bookTicker, exchangeInfo;
+WebSocket ``@bookTicker``.
 
 Wire format, parameter rules, weights, ``X-MBX-USED-WEIGHT-1M`` and error
 bodies follow the real API (see docs/VENUES facts): aggTrades rows
 ``{a,p,q,f,l,T,m,M}``, ``fromId`` cannot be combined with ``startTime``/``endTime``,
 both time bounds are inclusive, ``m`` true means the buyer was the maker.
+
+Individual trades are the fills each simulated aggregate trade stands for: aggregate ``i`` (its position in
+the series) is ``1 + i % 2`` fills with the consecutive ids ``f..l``, at its price and time, with its taker
+side, their quantities summing to its ``q`` exactly (``{id,price,qty,quoteQty,time,isBuyerMaker,isBestMatch}``,
+``quoteQty = price * qty``). So the ids of consecutive aggregates join up, as on Binance.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,21 +42,35 @@ from schemahub_core.sandbox import (
 SYMBOLS = {"BTCUSDT": ("BTC", "USDT"), "ETHUSDT": ("ETH", "USDT")}
 # Binance leads the simulated market: no lag, a USDT premium, the tightest spread, ms timestamps.
 PROFILE = MarketVenue("binance", (0.0, 0.0), 0.00025, 0.3, {"BTC": 3.0, "ETH": 2.0}, 1_000_000, 2_900_000_000)
-WEIGHTS = {"aggTrades": 4, "bookTicker": 2, "exchangeInfo": 20, "ping": 1, "time": 1}
+WEIGHTS = {"aggTrades": 4, "trades": 25, "historicalTrades": 25, "bookTicker": 2, "exchangeInfo": 20, "ping": 1,
+           "time": 1}
+FIRST_TRADE_ID = 1_000_000_000  # id of the first individual trade of each symbol's series
 MS = 1_000_000
 INVALID_SYMBOL = {"code": -1121, "msg": "Invalid symbol."}
 MICROS_FROM = datetime(2025, 1, 1, tzinfo=UTC)  # spot archives: µs timestamps from this day on, ms before
 ARCHIVE_NAME = re.compile(
-    r"^(?P<symbol>[A-Z0-9]+)-aggTrades-(?P<year>\d{4})-(?P<month>\d{2})(?:-(?P<day>\d{2}))?\.zip$")
+    r"^(?P<symbol>[A-Z0-9]+)-(?P<kind>aggTrades|trades)-(?P<year>\d{4})-(?P<month>\d{2})(?:-(?P<day>\d{2}))?\.zip$")
+
+
+def _first_id(index: int) -> int:
+    """Id of the first fill of aggregate ``index``: aggregates hold 1, 2, 1, 2, ... fills."""
+    return FIRST_TRADE_ID + index + index // 2
+
+
+def _aggregate_of(trade_id: int) -> tuple[int, int]:
+    """(aggregate index, position inside it) of individual trade ``trade_id`` (inverse of ``_first_id``)."""
+    k, r = divmod(max(0, trade_id - FIRST_TRADE_ID), 3)
+    return (2 * k, 0) if r == 0 else (2 * k + 1, r - 1)
 
 
 def _row(trade: Trade) -> dict:
+    first = _first_id(trade.index)
     return {
         "a": trade.id,
         "p": f"{trade.price:.8f}",
         "q": f"{trade.qty:.8f}",
-        "f": 2 * trade.id + 1_000_000_000,
-        "l": 2 * trade.id + 1_000_000_000 + trade.index % 2,
+        "f": first,
+        "l": first + trade.index % 2,
         "T": trade.time_ns // MS,
         "m": trade.taker == "sell",  # buyer was the maker = the taker sold
         "M": True,
@@ -65,6 +86,20 @@ def archive_line(trade: Trade, micros: bool) -> str:
 
 def _next_month(day: datetime) -> datetime:
     return datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC)
+
+
+def _fills(trade: Trade) -> list[dict]:
+    """The individual trades of one aggregate, in the order of their ids."""
+    qty = Decimal(f"{trade.qty:.8f}")
+    parts = [qty]
+    if trade.index % 2:
+        half = (qty / 2).quantize(Decimal("0.00001"), ROUND_DOWN) or (qty / 2).quantize(Decimal("1e-8"), ROUND_DOWN)
+        parts = [qty - half, half]
+    price = Decimal(f"{trade.price:.8f}")
+    first = _first_id(trade.index)
+    return [{"id": first + k, "price": f"{price:.8f}", "qty": f"{q:.8f}",
+             "quoteQty": f"{(price * q).quantize(Decimal('1e-8')):.8f}", "time": trade.time_ns // MS,
+             "isBuyerMaker": trade.taker == "sell", "isBestMatch": True} for k, q in enumerate(parts)]
 
 
 class BinanceApp(VenueApp):
@@ -90,20 +125,34 @@ class BinanceApp(VenueApp):
         end = _next_month(start) if match["day"] is None else start + timedelta(days=1)
         if to_ns(end) > self.sandbox.clock.now_ns() or end <= MARKET_START:
             return None
-        return self._trade_lines(match["symbol"], to_ns(start), to_ns(end), start >= MICROS_FROM)
+        return self._trade_lines(match["symbol"], to_ns(start), to_ns(end), start >= MICROS_FROM,
+                                 match["kind"] == "trades")
 
     def _archive_version(self, name: str) -> object:
         """What else shapes a file's content: the ids a standing ``drop_ids`` fault leaves out."""
         symbol = name.split("-", 1)[0]
         return tuple(self.sandbox.faults.dropped(self.name, {symbol, self.symbols.get(symbol, symbol)}))
 
-    def _trade_lines(self, native: str, start_ns: int, end_ns: int, micros: bool) -> Iterator[str]:
+    def _trade_lines(self, native: str, start_ns: int, end_ns: int, micros: bool, fills: bool = False
+                     ) -> Iterator[str]:
+        """aggTrades lines, or with ``fills`` the spot ``trades`` lines (id, price, qty, quoteQty, time, is buyer
+        maker, is best match) of the same trades."""
         m, asset = self.market, SYMBOLS[native][0]
         index, stop = m.index_at("binance", asset, start_ns), m.index_at("binance", asset, end_ns)
         while index < stop:  # an hour of trades at a time: a monthly file never sits in memory as objects
             trades = m.trades_from("binance", asset, index, min(100_000, stop - index), end_ns - 1)
             if not trades:
                 return
+            if fills:
+                ranges = self.sandbox.faults.dropped(self.name, {native, self.symbols.get(native, native)})
+                for trade in trades:
+                    for f in _fills(trade):
+                        if not any(lo <= f["id"] <= hi for lo, hi in ranges):  # the same holes as REST
+                            time = trade.time_ns // 1000 if micros else f["time"]
+                            yield (f"{f['id']},{f['price']},{f['qty']},{f['quoteQty']},{time},{f['isBuyerMaker']},"
+                                   f"{f['isBestMatch']}")
+                index = trades[-1].index + 1
+                continue
             for trade in self.served(native, trades):  # the same holes as REST when ids are dropped
                 yield archive_line(trade, micros)
             index = trades[-1].index + 1
@@ -112,7 +161,7 @@ class BinanceApp(VenueApp):
         name = request.path_params["file"]
         checksum = name.endswith(".CHECKSUM")
         name = name.removesuffix(".CHECKSUM")
-        expected = f"{request.path_params['symbol']}-aggTrades-"
+        expected = f"{request.path_params['symbol']}-{request.path_params.get('kind', 'aggTrades')}-"
         if request.path_params["period"] not in ("daily", "monthly") or not name.startswith(expected) or \
                 (request.path_params["period"] == "daily") != (name.count("-") == 4):
             return self.archives.serve("", checksum)  # 404
@@ -120,8 +169,10 @@ class BinanceApp(VenueApp):
 
     def routes(self) -> list[Route]:
         return [
-            Route("/data/spot/{period}/aggTrades/{symbol}/{file}", self._archive_endpoint),
+            Route("/data/spot/{period}/{kind:str}/{symbol}/{file}", self._archive_endpoint),
             self.route("/api/v3/aggTrades", self.agg_trades, WEIGHTS["aggTrades"]),
+            self.route("/api/v3/trades", self.recent_trades, WEIGHTS["trades"]),
+            self.route("/api/v3/historicalTrades", self.historical_trades, WEIGHTS["historicalTrades"]),
             self.route("/api/v3/ticker/bookTicker", self.book_ticker, WEIGHTS["bookTicker"]),
             self.route("/api/v3/exchangeInfo", self.exchange_info, WEIGHTS["exchangeInfo"]),
             self.route("/api/v3/ping", lambda request, corrupt: JSONResponse({}), WEIGHTS["ping"]),
@@ -217,6 +268,96 @@ class BinanceApp(VenueApp):
         if corrupt and rows:
             rows[0]["p"] = "not-a-price"  # the oldest row, inside any requested range
         return JSONResponse(rows)
+
+    def _trade_params(self, request: Request, with_from_id: bool) -> tuple[str, int | None, int] | Response:
+        symbol = request.query_params.get("symbol", "")
+        if not symbol:
+            return bad_request({"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, "
+                                                      "or malformed."})
+        if symbol not in SYMBOLS:
+            return bad_request(INVALID_SYMBOL)
+        try:
+            limit = int_param(request, "limit", 500)
+            from_id = int_param(request, "fromId") if with_from_id else None
+        except ValueError as exc:
+            return bad_request({"code": -1100, "msg": f"Illegal characters found in parameter '{exc}'; "
+                                                      "legal range is '^[0-9]{1,20}$'."})
+        if not 1 <= limit <= 1000:
+            return bad_request({"code": -1130, "msg": "Invalid data sent for a parameter."})
+        return symbol, from_id, limit
+
+    def fills(self, symbol: str, from_id: int | None, limit: int) -> list[dict]:
+        """Up to ``limit`` individual trades from id ``from_id`` on, or the newest ones when it is None.
+
+        A ``drop_ids`` fault is matched against these trade ids here (against aggregate ids on aggTrades; the two
+        id ranges never overlap), and the page is filled past what it drops.
+        """
+        asset, now = SYMBOLS[symbol][0], self.sandbox.clock.now_ns()
+        ranges = self.sandbox.faults.dropped(self.name, {symbol, self.symbols[symbol]})
+
+        def kept(aggs: list[Trade]) -> list[dict]:
+            return [f for t in aggs for f in _fills(t) if not any(lo <= f["id"] <= hi for lo, hi in ranges)]
+
+        out: list[dict] = []
+        if from_id is None:
+            end = self.market.index_at("binance", asset, now + 1)
+            while len(out) < limit and end > 0:
+                start = max(0, end - limit)
+                out = kept(self.market.trades_from("binance", asset, start, end - start, now)) + out
+                end = start
+            return out[-limit:]
+        index, _ = _aggregate_of(from_id)
+        while len(out) < limit:
+            batch = self.market.trades_from("binance", asset, index, limit, now)
+            if not batch:
+                break
+            out += [f for f in kept(batch) if f["id"] >= from_id]
+            index = batch[-1].index + 1
+        return out[:limit]
+
+    def _trades_response(self, request: Request, corrupt: bool, with_from_id: bool) -> Response:
+        params = self._trade_params(request, with_from_id)
+        if isinstance(params, Response):
+            return params
+        rows = self.fills(*params)
+        if corrupt and rows:
+            rows[0]["price"] = "not-a-price"
+        return JSONResponse(rows)
+
+    def recent_trades(self, request: Request, corrupt: bool) -> Response:
+        """``/api/v3/trades``: the newest ``limit`` trades (500 by default, at most 1000), oldest first."""
+        return self._trades_response(request, corrupt, with_from_id=False)
+
+    def historical_trades(self, request: Request, corrupt: bool) -> Response:
+        """``/api/v3/historicalTrades``: ``limit`` trades from ``fromId`` on (the newest without it)."""
+        return self._trades_response(request, corrupt, with_from_id=True)
+
+    # -- the truth conformance checks compare with ------------------------------------------------------
+    def expected_keys(self, stream: str, symbol: str, since: datetime, until: datetime) -> list[tuple] | None:
+        native = symbol.replace("-", "").upper()
+        if stream == "agg_trades":
+            return [(native, a) for a in self.trade_ids(native, since, until)]
+        if stream == "trades":
+            return [(native, f["id"]) for t in self._aggregates(native, since, until) for f in _fills(t)]
+        return None
+
+    def taker_sides(self, stream: str, symbol: str, since: datetime, until: datetime) -> dict[tuple, str] | None:
+        native = symbol.replace("-", "").upper()
+        if stream not in ("trades", "agg_trades"):
+            return None
+        sides = {}
+        for t in self._aggregates(native, since, until):
+            for key in ([t.id] if stream == "agg_trades" else [f["id"] for f in _fills(t)]):
+                sides[(native, key)] = t.taker.upper()
+        return sides
+
+    def _aggregates(self, native: str, since: datetime, until: datetime) -> list[Trade]:
+        ids = self.trade_ids(native, since, until)
+        if not ids:
+            return []
+        asset = SYMBOLS[native][0]
+        first = self.market.index_of_id("binance", ids[0])
+        return [t for t in self.market.trades_from("binance", asset, first, len(ids), 2**62) if t.id <= ids[-1]]
 
     def book_ticker(self, request: Request, corrupt: bool) -> Response:
         symbol = request.query_params.get("symbol", "")
