@@ -197,7 +197,7 @@ def test_an_archive_missing_a_range_is_reported_exactly(sandbox, home, monkeypat
         monkeypatch.setenv(key, value)
     settings, registry = load_settings(), get_registry()
     day = datetime(2024, 2, 8, tzinfo=UTC)
-    ids = sandbox.expected_trade_ids("binance", "BTCUSDT", day, day + timedelta(days=1))
+    ids = _truth(sandbox, "binance", day, day + timedelta(days=1))  # the trades archive: individual trade ids
     drops = [(ids[5], ids[9]), (ids[100_000], ids[100_000]), (ids[-3], ids[-2])]
     sandbox.inject("binance", "drop_ids", ids=[list(r) for r in drops], symbol="BTCUSDT")
     files = backfill(open_catalog(settings), settings.namespace, registry, "binance", since=day,
