@@ -296,7 +296,8 @@ class BinanceApp(VenueApp):
         ranges = self.sandbox.faults.dropped(self.name, {symbol, self.symbols[symbol]})
 
         def kept(aggs: list[Trade]) -> list[dict]:
-            return [f for t in aggs for f in _fills(t) if not any(lo <= f["id"] <= hi for lo, hi in ranges)]
+            return [{**f, **self.extra_fields(t.time_ns)} for t in aggs for f in _fills(t)
+                    if not any(lo <= f["id"] <= hi for lo, hi in ranges)]
 
         out: list[dict] = []
         if from_id is None:
