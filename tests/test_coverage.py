@@ -142,11 +142,12 @@ def test_windows_on_a_sandbox_venue_in_any_order_land_exactly_their_union(tmp_pa
         reg = get_registry()
         windows = [(0, 20), (-30, 5), (10, 40), (60, 70), (35, 65)]  # seconds around the event, overlapping
         for a, b in windows:
-            stats = run_ingest(settings, reg, ["binance.trades"], symbols=["BTC-USDT"], commit_rows=300,
+            stats = run_ingest(settings, reg, ["binance.agg_trades"], symbols=["BTC-USDT"], commit_rows=300,
                                since=EVENT_AT + timedelta(seconds=a), until=EVENT_AT + timedelta(seconds=b),
                                catalog=catalog)
             assert not [s.error for s in stats if s.error], stats
-        ids = catalog.load_table((NS, "raw_binance_trades")).scan(selected_fields=("a",)).to_arrow()["a"].to_pylist()
+        ids = catalog.load_table((NS, "raw_binance_agg_trades")).scan(selected_fields=("a",)).to_arrow()["a"] \
+            .to_pylist()
         truth = sandbox.expected_trade_ids("binance", "BTCUSDT", EVENT_AT - timedelta(seconds=30),
                                            EVENT_AT + timedelta(seconds=70))
     assert len(ids) == len(set(ids)) and sorted(ids) == truth
@@ -224,7 +225,7 @@ def test_backfill_racing_forward_ingest_sigkilled_at_random_points_leaves_tables
 # --- after a forward run from "now", `run pipeline --since D --until D+1h` lands exactly that hour -------------
 
 VENUE_TRADES = {  # source -> (symbol asked, raw id column, raw time column, native symbol in the sandbox)
-    "binance": ("BTC-USDT", "a", "T", "BTCUSDT"),
+    "binance": ("BTC-USDT", "id", "time", "BTCUSDT"),  # individual trades (ids as text, the seed's DDL)
     "coinbase": ("BTC-USD", "trade_id", "time", "BTC-USD"),
     "kraken": ("BTC-USD", "trade_id", "time", "XXBTZUSD"),
 }
@@ -250,13 +251,14 @@ def test_backfill_of_an_older_hour_after_a_forward_run_lands_exactly_that_hour(t
         again = json.loads(run_cli("run", "pipeline", "trades_unified", "--symbols", symbols, *hour, "--json",
                                    env=env, cwd=tmp_path).stdout)
         truth = {source: sandbox.expected_trade_ids(source, v[3], since, until) for source, v in VENUE_TRADES.items()}
+        truth["binance"] = [k[1] for k in sandbox.venues["binance"].expected_keys("trades", "BTC-USDT", since, until)]
     settings = load_settings()
     settings.home, settings.catalog = home, settings_for(home, {}).catalog
     catalog = open_catalog(settings)
     landed = {s["name"].split(".")[0]: s["landed"] for s in backfill if s["step"] == "ingest"}
     for source, (_, column, time_column, _) in VENUE_TRADES.items():
         raw = catalog.load_table((NS, f"raw_{source}_trades")).scan(selected_fields=(column, time_column)).to_arrow()
-        ids = raw[column].to_pylist()
+        ids = [int(i) for i in raw[column].to_pylist()]
         assert len(ids) == len(set(ids)), f"{source}: a trade landed twice"
         in_hour = sorted(i for i, t in zip(ids, raw[time_column].to_pylist(), strict=True) if since <= t < until)
         assert in_hour == truth[source], f"{source}: the hour differs from the venue's truth"
