@@ -143,7 +143,7 @@ def test_bad_checksum_truncated_zip_and_404_fail_alone_and_a_rerun_lands_nothing
     shelf = sandbox.venues["binance"].archives
     shelf.fault("ETHUSDT-aggTrades-2024-02-07.zip", "bad_checksum")
     shelf.fault("ETHUSDT-aggTrades-2024-02-08.zip", "truncated")
-    # 2024-02-06 is before the simulated market: never published, HTTP 404
+    shelf.fault("ETHUSDT-aggTrades-2024-02-06.zip", "missing")  # never published: HTTP 404
     first = cli(sandbox, home, "--since", "2024-02-06", "--until", "2024-02-10", "--json")
     assert first.returncode == 1
     errors = _one_line_errors(first.stderr)

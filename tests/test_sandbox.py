@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import requests
 
 from schemahub_core.sandbox import (
+    DEFAULT_DAYS,
     EVENT_AT,
     LABEL,
     MARKET_END,
     MARKET_START,
+    REALISTIC_INTENSITY,
     Limit,
     Market,
     Sandbox,
@@ -39,8 +42,8 @@ def test_every_answer_is_labelled_simulated(sandbox):  # noqa: F811
 PROFILES = [app.market_profile for app in venue_apps().values() if app.market_profile is not None]
 
 
-def _market(seed: int = 20240208) -> Market:
-    market = Market(seed)
+def _market(seed: int = 20240208, **options) -> Market:
+    market = Market(seed, **options)
     for profile in PROFILES:
         market.add_venue(profile)
     return market
@@ -56,14 +59,45 @@ def test_market_is_deterministic_per_seed_and_lazy():
     assert take[0] == take[1] and take[0] != take[2]
 
 
-def test_days_of_trades_for_btc_and_eth_on_every_venue():
+# The first series position of each of the 73 hours from 2024-02-07, as the 3-day market gave them before
+# the market spanned 120 days (last value, sha1 of the list): trade ids of those days did not move.
+KEPT_HOURS = {("binance", "BTC"): (777779, "d1d38801f6d6"), ("binance", "ETH"): (517736, "c8a52707066d"),
+              ("coinbase", "BTC"): (388865, "9e89f72e32e9"), ("coinbase", "ETH"): (260765, "ec7b3fa73805"),
+              ("kraken", "BTC"): (155503, "fe4b8e679b8c"), ("kraken", "ETH"): (103760, "c89eb5530d46")}
+
+
+def test_120_days_of_trades_for_btc_and_eth_on_every_venue_with_the_original_days_ids_kept():
     m = _market()
-    for venue in ("binance", "coinbase", "kraken"):
-        for asset in ("BTC", "ETH"):
-            first = m.trades_from(venue, asset, 0, 1, to_ns(MARKET_END))[0]
-            assert first.time_ns < to_ns(MARKET_START) + 60 * NS
-            per_hour = [m._first_index(venue, asset, h + 1) - m._first_index(venue, asset, h) for h in range(72)]
-            assert min(per_hour) > 3600 * 0.3  # three full days, every hour trading
+    assert (MARKET_END - MARKET_START).days == DEFAULT_DAYS == 120 and m.start == MARKET_START
+    for (venue, asset), (last, digest) in KEPT_HOURS.items():
+        firsts = [m._first_index(venue, asset, h) for h in range(73)]
+        assert (firsts[-1], hashlib.sha1(repr(firsts).encode()).hexdigest()[:12]) == (last, digest)
+        first = m.trades_from(venue, asset, m.first_index(venue, asset), 1, to_ns(MARKET_END))[0]
+        assert to_ns(MARKET_START) <= first.time_ns < to_ns(MARKET_START) + 60 * NS and first.index < 0
+        days = [m.index_at(venue, asset, to_ns(MARKET_START + timedelta(days=d))) for d in range(121)]
+        per_day = [b - a for a, b in zip(days, days[1:], strict=False)]
+        assert min(per_day) > 86_400 * 0.3  # every one of the 120 days trading
+        assert days[-1] - days[0] == m.index_at(venue, asset, to_ns(MARKET_END)) - m.first_index(venue, asset)
+
+
+def test_realistic_intensity_gives_a_busy_symbol_a_million_trades_a_day_and_hours_stay_fast():
+    m = _market(intensity=REALISTIC_INTENSITY)
+    day = to_ns(datetime(2024, 1, 15, tzinfo=UTC))
+    started = time.perf_counter()
+    count = m.index_at("binance", "BTC", day + 86_400 * NS) - m.index_at("binance", "BTC", day)
+    assert 900_000 < count < 1_200_000
+    hour = m.hour_of(day) + 7
+    m._generate_hour("binance", "BTC", hour)  # ~43k trades
+    assert time.perf_counter() - started < 2.0
+    page = m.trades_from("binance", "BTC", m._first_index("binance", "BTC", hour), 1000, day + 86_400 * NS)
+    assert len(page) == 1000 and [t.id for t in page] == list(range(page[0].id, page[0].id + 1000))
+    assert all(a.time_ns <= b.time_ns for a, b in zip(page, page[1:], strict=False))
+
+
+def test_sandbox_config_sets_the_span_and_intensity():
+    box = Sandbox(SandboxConfig(days=5, intensity=2.0, venues={}))
+    info = box.describe()
+    assert info["from"] == (MARKET_END - timedelta(days=5)).isoformat() and info["intensity"] == 2.0
 
 
 def _first_drop(m: Market, venue: str, threshold: float = 0.003) -> int:

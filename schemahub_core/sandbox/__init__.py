@@ -11,12 +11,15 @@ a ``MarketVenue`` profile, and registering it with the ``register_sandbox_venues
 from schemahub_core.sandbox.archives import ARCHIVE_FAULTS, ArchiveShelf
 from schemahub_core.sandbox.limits import Limit, Verdict
 from schemahub_core.sandbox.market import (
+           ANCHOR,
+           DEFAULT_DAYS,
            EVENT_AT,
            EVENT_SECONDS,
            LABEL,
            MARKET_END,
            MARKET_START,
            NS,
+           REALISTIC_INTENSITY,
            Market,
            Quote,
            Trade,
@@ -27,7 +30,10 @@ from schemahub_core.sandbox.server import Sandbox, SandboxConfig, venue_apps
 from schemahub_core.sandbox.venue import VenueApp, bad_request, int_param
 
 __all__ = [
+    "ANCHOR",
     "ARCHIVE_FAULTS",
+    "DEFAULT_DAYS",
+    "REALISTIC_INTENSITY",
     "EVENT_AT",
     "EVENT_SECONDS",
     "LABEL",

@@ -6,8 +6,9 @@ venue lives under its own path prefix, so a connector points at it by its base U
 
     /<venue>/...                       the venue's REST routes and WebSocket feed (``ws_url(venue)``)
     /_sandbox/{stats,faults,live}      control: counters, fault injection, scripted divergences and drops
-The sandbox clock starts at the end of the simulated days (2024-02-10 00:00 UTC)
-and runs forward in real time, so the market stays "live" while history is fixed.
+The sandbox clock starts at the end of the simulated days (2024-02-10 00:00 UTC; the market spans the
+``days`` before it, 120 by default) and runs forward in real time, so the market stays "live" while history
+is fixed and every past day, the 2024-02-08 event included, can be backfilled.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import uvicorn
@@ -28,7 +29,7 @@ from starlette.routing import Mount, Route
 from schemahub_core.sandbox.faults import Fault, Faults
 from schemahub_core.sandbox.host import Clock
 from schemahub_core.sandbox.limits import Limit
-from schemahub_core.sandbox.market import EVENT_AT, LABEL, MARKET_END, MARKET_START, Market
+from schemahub_core.sandbox.market import DEFAULT_DAYS, EVENT_AT, LABEL, MARKET_END, Market
 from schemahub_core.sandbox.venue import VenueApp
 
 
@@ -41,10 +42,12 @@ def venue_apps() -> dict[str, type[VenueApp]]:
 
 @dataclass
 class SandboxConfig:
-    """Seed, clock and per-venue limits (real by default)."""
+    """Seed, clock, market span and intensity, and per-venue limits (real by default)."""
 
     seed: int = 20240208
-    start: datetime = MARKET_END
+    start: datetime = MARKET_END  # where the clock starts
+    days: int = DEFAULT_DAYS  # simulated history before ``start``
+    intensity: float = 1.0  # trade-rate multiplier; REALISTIC_INTENSITY gives a busy symbol ~1M trades/day
     speed: float = 1.0
     limits: dict[str, Limit] = field(default_factory=dict)  # per venue; others get their ``real_limit``
     fast_limits: bool = False  # a venue missing from ``limits`` gets its ``fast_limit`` instead of ``real_limit``
@@ -64,7 +67,10 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
-        self.market = Market(self.config.seed)
+        if self.config.days < 1:
+            raise ValueError(f"the simulated market needs at least one day, got {self.config.days}")
+        self.market = Market(self.config.seed, start=self.config.start - timedelta(days=self.config.days),
+                             intensity=self.config.intensity)
         self.clock = Clock(self.config.start, self.config.speed)
         self.faults = Faults()
         apps = venue_apps() if self.config.venues is None else self.config.venues
@@ -117,7 +123,8 @@ class Sandbox:
 
     # -- control --------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        return {"simulated": True, "from": MARKET_START.isoformat(), "clock_start": self.config.start.isoformat(),
+        return {"simulated": True, "from": self.market.start.isoformat(), "days": self.config.days,
+                "intensity": self.config.intensity, "clock_start": self.config.start.isoformat(),
                 "event": EVENT_AT.isoformat(),
                 "symbols": {n: v.symbols for n, v in self.venues.items()},
                 "limits": {n: v.limit.spec() for n, v in self.venues.items()}}

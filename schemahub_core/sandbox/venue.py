@@ -155,8 +155,9 @@ class VenueApp:
     def trades_backward(self, native_symbol: str, asset: str, end: int, limit: int, until_ns: int) -> list[Trade]:
         """Up to ``limit`` served trades before series position ``end`` (none after ``until_ns``), oldest first."""
         out: list[Trade] = []
-        while len(out) < limit and end > 0:
-            start = max(0, end - (limit - len(out)))
+        first = self.market.first_index(self.name, asset)
+        while len(out) < limit and end > first:
+            start = max(first, end - (limit - len(out)))
             out = self.served(native_symbol, self.market.trades_from(self.name, asset, start, end - start,
                                                                      until_ns)) + out
             end = start

@@ -129,7 +129,7 @@ def test_simulated_archives_have_the_real_layout_and_equal_the_rest_rows(sandbox
                     f"{rest['m']},{rest['M']}")
     # days not over at the sandbox clock, days before the simulated market and unknown symbols: 404
     for missing in ("daily/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-02-10.zip",
-                    "daily/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-01-01.zip",
+                    "daily/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2023-01-01.zip",
                     "daily/aggTrades/DOGEUSDT/DOGEUSDT-aggTrades-2024-02-08.zip",
                     "monthly/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-02.zip"):
         assert requests.get(f"{sandbox.base_url('binance')}/data/spot/{missing}").status_code == 404

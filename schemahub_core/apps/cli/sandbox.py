@@ -11,10 +11,16 @@ from schemahub_core.apps.cli.context import console, fail
 @click.option("--port", default=8765, show_default=True, help="One port on 127.0.0.1 for every simulated venue.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--seed", default=20240208, show_default=True, help="Seed of the simulated market.")
+@click.option("--days", default=120, show_default=True, type=click.IntRange(min=1),
+              help="Days of simulated history before the clock's start (2024-02-10).")
+@click.option("--intensity", default="default", show_default=True, metavar="default|realistic|FACTOR",
+              help="Trade rates: 'default' keeps the demo fast; 'realistic' gives a busy symbol ~1M trades/day; "
+                   "or a multiplier such as 2.5.")
 @click.option("--fast", is_flag=True, help="Generous rate limits instead of the venues' real ones.")
 @click.option("--rate-limit", "rate_limits", multiple=True, metavar="VENUE=LIMIT/SECONDS",
               help="Override one venue's limit, e.g. <venue>=10/1 (repeatable).")
-def sandbox(port: int, host: str, seed: int, fast: bool, rate_limits: tuple[str, ...]) -> None:
+def sandbox(port: int, host: str, seed: int, days: int, intensity: str, fast: bool,
+            rate_limits: tuple[str, ...]) -> None:
     """Serve every installed venue plugin's SIMULATED REST API and WebSocket feed on one local port.
 
     \b
@@ -26,7 +32,14 @@ def sandbox(port: int, host: str, seed: int, fast: bool, rate_limits: tuple[str,
     Venue plugins bring their simulated venue (hook register_sandbox_venues): with none
     installed the sandbox has nothing to serve.
     """
-    from schemahub_core.sandbox import Limit, Sandbox, SandboxConfig, venue_apps
+    from schemahub_core.sandbox import REALISTIC_INTENSITY, Limit, Sandbox, SandboxConfig, venue_apps
+
+    try:
+        factor = {"default": 1.0, "realistic": REALISTIC_INTENSITY}.get(intensity) or float(intensity)
+    except ValueError:
+        fail(f"--intensity {intensity!r}: expected default, realistic or a positive number")
+    if factor <= 0:
+        fail(f"--intensity {intensity!r}: must be positive")
 
     limits: dict[str, Limit] = {}
     for spec in rate_limits:
@@ -40,11 +53,12 @@ def sandbox(port: int, host: str, seed: int, fast: bool, rate_limits: tuple[str,
             fail(f"--rate-limit {spec!r}: unknown venue {venue!r} (venues: {', '.join(venue_apps())})")
     if not venue_apps():
         fail("no simulated venue is installed: venue plugins bring theirs (pip install schemahub-<venue>)")
-    server = Sandbox(SandboxConfig(seed=seed, limits=limits, fast_limits=fast))
+    server = Sandbox(SandboxConfig(seed=seed, days=days, intensity=factor, limits=limits, fast_limits=fast))
     server.port, server.host = port, host
     info = server.describe()
     console.print(f"[bold]SchemaHub sandbox[/]: [yellow]SIMULATED market data[/], event at {info['event']}, "
-                  f"clock starts {info['clock_start']}", highlight=False)
+                  f"clock starts {info['clock_start']}, history from {info['from']}, intensity {info['intensity']:g}",
+                  highlight=False)
     for venue, url in server.base_urls().items():
         console.print(f"  {venue:9} {url}   limit {info['limits'][venue]}   "
                       f"SCHEMAHUB_{venue.upper()}_BASE_URL={url}", highlight=False)

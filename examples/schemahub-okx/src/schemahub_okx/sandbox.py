@@ -79,9 +79,11 @@ class OkxApp(VenueApp):
             return _error("51000", "Parameter before error")  # timestamp pagination is `after` only
         m, now = self.market, self.sandbox.clock.now_ns()
         hi = m.index_at(self.name, asset, now + 1)  # one past the newest trade so far
+        first = m.first_index(self.name, asset)
         if after is not None:
-            hi = min(hi, max(0, after - PROFILE.first_id) if kind == "1" else m.index_at(self.name, asset, after * MS))
-        lo = 0 if before is None else max(0, before - PROFILE.first_id + 1)
+            below = after - PROFILE.first_id if kind == "1" else m.index_at(self.name, asset, after * MS)
+            hi = min(hi, max(first, below) if kind == "1" else below)
+        lo = first if before is None else max(first, before - PROFILE.first_id + 1)
         if before is None:  # the newest `limit` served trades below the ceiling
             trades = self.trades_backward(inst, asset, hi, limit, now)
         else:  # an id window: what is served of it

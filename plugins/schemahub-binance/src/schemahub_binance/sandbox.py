@@ -26,7 +26,6 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from schemahub_core.sandbox import (
-    MARKET_START,
     ArchiveShelf,
     Limit,
     MarketVenue,
@@ -123,7 +122,7 @@ class BinanceApp(VenueApp):
             return None
         start = datetime(int(match["year"]), int(match["month"]), int(match["day"] or 1), tzinfo=UTC)
         end = _next_month(start) if match["day"] is None else start + timedelta(days=1)
-        if to_ns(end) > self.sandbox.clock.now_ns() or end <= MARKET_START:
+        if to_ns(end) > self.sandbox.clock.now_ns() or end <= self.sandbox.market.start:
             return None
         return self._trade_lines(match["symbol"], to_ns(start), to_ns(end), start >= MICROS_FROM,
                                  match["kind"] == "trades")

@@ -118,9 +118,10 @@ class CoinbaseApp(VenueApp):
         first_id = PROFILE.first_id
         product = request.path_params["product_id"]
         if before is not None:  # the adjacent newer page
-            trades = self.trades_forward(product, asset, max(0, before - first_id + 1), limit, now)
+            trades = self.trades_forward(product, asset, max(m.first_index("coinbase", asset), before - first_id + 1),
+                                         limit, now)
         else:
-            hi = newest if after is None else min(newest, max(0, after - first_id))
+            hi = newest if after is None else min(newest, max(m.first_index("coinbase", asset), after - first_id))
             trades = self.trades_backward(product, asset, hi, limit, now)
         rows = [_row(t) for t in reversed(trades)]
         if corrupt and rows:
