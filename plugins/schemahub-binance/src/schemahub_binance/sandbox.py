@@ -58,7 +58,7 @@ def _first_id(index: int) -> int:
 
 def _aggregate_of(trade_id: int) -> tuple[int, int]:
     """(aggregate index, position inside it) of individual trade ``trade_id`` (inverse of ``_first_id``)."""
-    k, r = divmod(max(0, trade_id - FIRST_TRADE_ID), 3)
+    k, r = divmod(trade_id - FIRST_TRADE_ID, 3)  # floor division: ids before the anchor map back too
     return (2 * k, 0) if r == 0 else (2 * k + 1, r - 1)
 
 
@@ -301,8 +301,9 @@ class BinanceApp(VenueApp):
         out: list[dict] = []
         if from_id is None:
             end = self.market.index_at("binance", asset, now + 1)
-            while len(out) < limit and end > 0:
-                start = max(0, end - limit)
+            first = self.market.first_index("binance", asset)
+            while len(out) < limit and end > first:
+                start = max(first, end - limit)
                 out = kept(self.market.trades_from("binance", asset, start, end - start, now)) + out
                 end = start
             return out[-limit:]
