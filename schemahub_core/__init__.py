@@ -24,9 +24,18 @@ from schemahub_core.framework.connector import (
     IdContinuity,
     Page,
     Stream,
+    VenueUnreachable,
 )
 from schemahub_core.framework.hookspecs import hookimpl
-from schemahub_core.framework.http import RateLimit, RetryableError, VenuePolicy, VenueSession, venue_session
+from schemahub_core.framework.http import (
+    JSONNumber,
+    RateLimit,
+    RetryableError,
+    VenuePolicy,
+    VenueSession,
+    dumps_exact,
+    venue_session,
+)
 from schemahub_core.framework.livefeed import LiveFeed, LiveQuote
 from schemahub_core.framework.targets import Target
 
@@ -40,6 +49,7 @@ __all__ = [
     "Cursor",
     "CursorKind",
     "IdContinuity",
+    "JSONNumber",
     "LiveFeed",
     "LiveQuote",
     "Page",
@@ -53,6 +63,8 @@ __all__ = [
     "fetch_text",
     "VenuePolicy",
     "VenueSession",
+    "VenueUnreachable",
+    "dumps_exact",
     "hookimpl",
     "parse_checksum",
     "venue_session",

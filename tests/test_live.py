@@ -233,7 +233,10 @@ def test_cli_live_lands_and_unify_normalizes(home):
     out = run_cli("live", "--symbols", "BTC-USD", "--sandbox", "--duration", "2s", "--land", "--json").stdout
     landing = json.loads(out.strip().splitlines()[-1])
     assert landing["event"] == "landing" and landing["received"] == landing["landed"] > 0
-    unified = json.loads(run_cli("run", "unify", "quotes_unified", "--json").stdout)
+    assert landing["namespace"] == "schemahub_sandbox"  # simulated quotes never land among real data
+    assert json.loads(run_cli("status", "--json").stdout) == {"sources": [], "targets": []}
+    unified = json.loads(run_cli("run", "unify", "quotes_unified", "--json",
+                                 env={"SCHEMAHUB_NAMESPACE": landing["namespace"]}).stdout)
     assert unified[0]["unified"] == landing["landed"]
 
 

@@ -69,9 +69,10 @@ def test_plugins_test_passes_then_names_the_check_a_broken_cursor_fails(generate
 
 
 @pytest.mark.parametrize(("name", "message"), [("Bad-Name", "use 2-31 lower-case letters"),
-                                               ("okx", "already exists")])
+                                               ("myvenue", "already exists"),
+                                               ("okx", "a plugin named 'okx' is already installed")])
 def test_plugins_new_refuses_bad_names_and_existing_folders(tmp_path: Path, name: str, message: str) -> None:
-    (tmp_path / "schemahub-okx").mkdir()
+    (tmp_path / "schemahub-myvenue").mkdir()
     result = CliRunner().invoke(cli, ["plugins", "new", name, "--dir", str(tmp_path)])
     assert result.exit_code == 1 and message in result.output, result.output
 

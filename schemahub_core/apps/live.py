@@ -19,8 +19,10 @@ The core knows no venue: feeds come from whatever connectors implement ``live_fe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -414,7 +416,30 @@ class LiveSession:
     on_quote: QuoteCallback | None = None
     received: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    no_data_timeout: float | None = None  # stop when no quote at all arrived in this long (``gave_up`` says why)
+    gave_up: str | None = None
     _changed: asyncio.Event | None = None
+    _stopped: asyncio.Event | None = None
+
+    def no_data_reason(self, seconds: float) -> str:
+        """Why nothing arrived: no venue reachable, or reachable venues sending nothing for these symbols."""
+        if not any(p.feed.connects for p in self.feeds):
+            where = "; ".join(f"{p.source} {p.feed.url}: {p.feed.last_error or 'no answer'}" for p in self.feeds)
+            return f"no venue could be reached in {seconds:.0f} s ({where}): is the network (or the sandbox) up?"
+        reported = "; ".join(f"{p.source}: {p.feed.last_error}" for p in self.feeds if p.feed.last_error)
+        return (f"no quote for {', '.join(self.board.groups())} from any venue in {seconds:.0f} s: does any venue list "
+                "it? (`schemahub plugins list` shows the venues, their default symbols are a safe start)"
+                + (f" ({reported})" if reported else ""))
+
+    async def _watchdog(self, timeout: float) -> None:
+        started = time.monotonic()
+        while not any(self.received.values()):
+            if time.monotonic() - started >= timeout:
+                self.gave_up = self.no_data_reason(timeout)
+                assert self._stopped is not None
+                self._stopped.set()
+                return
+            await asyncio.sleep(0.1)
 
     def _notify(self) -> None:
         if self._changed is not None:
@@ -478,18 +503,21 @@ class LiveSession:
     async def run(self, duration: float | None = None, *, until: Callable[[LiveSession], Any] | None = None,
                   refresh: Callable[[], None] | None = None, refresh_every: float = 0.125) -> None:
         """Run for ``duration`` seconds, or until the coroutine ``until(self)`` returns (tests script here)."""
-        self._changed = asyncio.Event()
+        self._changed, self._stopped = asyncio.Event(), asyncio.Event()
         tasks = [asyncio.create_task(self._consume(p), name=f"feed-{p.source}") for p in self.feeds]
         tasks.append(asyncio.create_task(self._tick(refresh, refresh_every), name="tick"))
+        if self.no_data_timeout is not None:
+            tasks.append(asyncio.create_task(self._watchdog(self.no_data_timeout), name="watchdog"))
         if self.lander is not None:
             tasks.append(asyncio.create_task(self._flush_loop(), name="flush"))
         try:
             if until is not None:
                 await asyncio.wait_for(until(self), duration)
             elif duration is not None:
-                await asyncio.sleep(duration)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), duration)
             else:
-                await asyncio.Event().wait()
+                await self._stopped.wait()
         finally:
             for task in tasks:
                 task.cancel()

@@ -16,9 +16,11 @@ from pyiceberg.catalog import Catalog
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.engine.ingest import RunStats, ingest
 from schemahub_core.engine.limits import MAX_ROWS_PER_COMMIT, MAX_SECONDS_PER_COMMIT
+from schemahub_core.engine.sink import storage_errno, storage_problem
 from schemahub_core.engine.state import rebuild_watermarks
+from schemahub_core.engine.tables import WATERMARKS
 from schemahub_core.engine.unify import unify
-from schemahub_core.framework.config import Settings
+from schemahub_core.framework.config import ConfigError, Settings, option_problem
 from schemahub_core.framework.mapping import Mapping, check_mapping, collect_mappings, mappings_for
 from schemahub_core.framework.registry import Registry
 
@@ -57,6 +59,40 @@ def symbols_for(source: str, symbols: Sequence[str] | None) -> list[str] | None:
     return chosen
 
 
+def check_connectors(settings: Settings, registry: Registry, sources: Sequence[str]) -> None:
+    """Build every connector a run needs, so a bad option fails before anything is written.
+
+    Connectors read their options when built (``Connector.option`` names the bad one); an error raised
+    another way is still turned into one line naming the connector and, when its value shows in the
+    message, the option.
+    """
+    for source in dict.fromkeys(spec.partition(".")[0] for spec in sources):
+        cls = registry.connectors.get(source)
+        if cls is None:
+            continue  # parse_sources names it
+        options = settings.connector_options(source)
+        try:
+            connector = cls(options)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            named = [k for k, v in options.items() if isinstance(v, str | int | float) and repr(str(v)) in str(exc)]
+            if named:
+                raise ConfigError(option_problem(source, named[0], options[named[0]], exc)) from None
+            raise ConfigError(f"connector {source}: cannot start with its options ({type(exc).__name__}: {exc}); "
+                              f"check connectors.{source} in config/schemahub.yaml and SCHEMAHUB_{source.upper()}_*"
+                              ) from None
+        close = getattr(connector, "close", None)
+        if close is not None:
+            close()
+
+
+def check_window(since: datetime | None, until: datetime | None) -> None:
+    if since is not None and until is not None and since >= until:
+        raise ConfigError(f"--since {since.isoformat()} is not before --until {until.isoformat()}: the window is "
+                          "empty, nothing would be fetched")
+
+
 def target_mappings(settings: Settings, registry: Registry, target: str) -> list[Mapping]:
     if target not in registry.targets:
         raise KeyError(f"unknown target {target!r} (targets: {', '.join(sorted(registry.targets))})")
@@ -77,10 +113,17 @@ def run_ingest(
     on_progress: Callable[[RunStats], None] | None = None,
     catalog: Catalog | None = None,
 ) -> list[RunStats]:
-    """Ingest each source (``name`` or ``name.stream``), then refresh ``schemahub_watermarks``."""
+    """Ingest each source (``name`` or ``name.stream``), then refresh ``schemahub_watermarks``.
+
+    Everything is checked first (sources, window, every connector's options), so bad configuration writes
+    nothing. An unreachable venue stops that venue; a warehouse that refuses writes stops the run.
+    """
+    parsed = parse_sources(registry, sources)
+    check_window(since, until)
+    check_connectors(settings, registry, sources)
     catalog = catalog or open_catalog(settings)
     stats: list[RunStats] = []
-    for source, streams in parse_sources(registry, sources):
+    for source, streams in parsed:
         chosen = symbols_for(source, symbols)
         if chosen == []:
             continue
@@ -88,8 +131,19 @@ def run_ingest(
                         streams=streams, symbols=chosen, since=since, until=until,
                         raw_payload=settings.raw_payload, pages_per_commit=pages_per_commit,
                         max_rows=commit_rows, max_seconds=commit_seconds, on_progress=on_progress)
+        if stats and stats[-1].stop == "run":
+            return stats
     if stats:
-        rebuild_watermarks(catalog, settings.namespace, registry)
+        try:
+            rebuild_watermarks(catalog, settings.namespace, registry)
+        except Exception as exc:
+            if storage_errno(exc) is None:
+                raise
+            failed = RunStats("ingest", WATERMARKS)
+            failed.failed(exc)
+            failed.error = storage_problem(exc, f"rebuilding {WATERMARKS}").replace(
+                "(nothing landed twice)", "(the landed data is safe: the mirror is rebuilt from snapshots)")
+            stats.append(failed)
     return stats
 
 
@@ -119,13 +173,21 @@ def run_pipeline(
     memory_mb: int | None = None,
 ) -> list[RunStats]:
     """Ingest every source mapped into ``target``, then unify it; the stats of every step."""
-    catalog = catalog or open_catalog(settings)
     mappings = target_mappings(settings, registry, target)
+    if not mappings:
+        raise ConfigError(f"no installed venue is mapped into {target}: install one (pip install schemahub-<venue>) "
+                          f"or add a mapping to {settings.mappings_dir}/ (see `schemahub plugins list`)")
     for mapping in mappings:  # a bad mapping fails before anything is written
         check_mapping(mapping, registry)
     sources = list(dict.fromkeys(m.source for m in mappings))  # connector.stream, in mapping order
+    parse_sources(registry, sources)
+    check_window(since, until)
+    check_connectors(settings, registry, sources)
+    catalog = catalog or open_catalog(settings)
     stats = run_ingest(settings, registry, sources, symbols=symbols, since=since, until=until,
                        pages_per_commit=pages_per_commit, commit_rows=commit_rows,
                        commit_seconds=commit_seconds, on_progress=on_progress, catalog=catalog)
+    if any(s.stop == "run" for s in stats):
+        return stats  # the warehouse refuses writes: unify would fail the same way
     stats.append(run_unify(settings, registry, target, catalog=catalog, memory_mb=memory_mb))
     return stats

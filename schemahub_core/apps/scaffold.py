@@ -33,6 +33,12 @@ def _fields(name: str) -> dict[str, str]:
             "core_version": ".".join(core.split(".")[:2])}
 
 
+def _registered_connectors() -> set[str]:
+    from schemahub_core.framework.registry import get_registry
+
+    return set(get_registry().connectors)
+
+
 def _walk(node: Traversable, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Traversable]]:
     found = []
     for child in sorted(node.iterdir(), key=lambda c: c.name):
@@ -48,6 +54,12 @@ def new_plugin(name: str, directory: Path) -> Path:
     if not NAME_RE.fullmatch(name):
         raise ScaffoldError(f"plugin name {name!r}: use 2-31 lower-case letters, digits or _, starting with a letter "
                             "(it becomes the connector name, the table prefix raw_<name>_ and the module name)")
+    from schemahub_core.framework import plugins
+
+    taken = {n.replace("-", "_") for n in plugins.installed_names()}
+    if name in taken or name in _registered_connectors():
+        raise ScaffoldError(f"a plugin named {name!r} is already installed (see `schemahub plugins list`): its tables "
+                            f"raw_{name}_* and options SCHEMAHUB_{name.upper()}_* would clash; pick another name")
     fields = _fields(name)
     root = directory / fields["dist"]
     if root.exists():

@@ -14,7 +14,11 @@ exact places that matter. The engines call ``fault_point(name)`` there:
 ``point`` is reached in this process. Actions: ``kill`` (SIGKILL itself, the
 default), ``raise`` (a lost response: ``InjectedFault``, a ``ConnectionError``,
 whose outcome the engine must treat as unknown) and ``sleep=<seconds>`` (stall,
-to open a race window for a concurrent writer). Unset, it costs one lookup.
+to open a race window for a concurrent writer) and ``errno=<n>`` (an ``OSError`` with that errno, as the
+file system raises it: 30 read-only, 28 disk full; for storage-failure tests where a real read-only or full
+file system cannot be mounted). Unset, it costs one lookup.
+
+Points beyond the commits: ``watermarks.before-write`` (``rebuild_watermarks`` has computed the mirror).
 """
 
 from __future__ import annotations
@@ -53,7 +57,10 @@ def fault_point(name: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         elif action == "raise":
             raise InjectedFault(f"injected fault at {name} #{_reached[name]}")
+        elif action.startswith("errno="):
+            number = int(action.split("=", 1)[1])
+            raise OSError(number, f"{os.strerror(number)} (injected by {ENV} at {name})")
         elif action.startswith("sleep="):
             time.sleep(float(action.split("=", 1)[1]))
         else:
-            raise ValueError(f"{ENV}: unknown action {action!r} (kill, raise, sleep=<seconds>)")
+            raise ValueError(f"{ENV}: unknown action {action!r} (kill, raise, sleep=<seconds>, errno=<n>)")

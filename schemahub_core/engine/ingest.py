@@ -33,7 +33,7 @@ from schemahub_core.engine.drift import drift_summary
 from schemahub_core.engine.limits import MAX_ROWS_PER_COMMIT, MAX_SECONDS_PER_COMMIT
 from schemahub_core.engine.maintenance import trim
 from schemahub_core.engine.raw import Rejected, cast_records
-from schemahub_core.engine.sink import Commit, IcebergSink, retry_transient
+from schemahub_core.engine.sink import Commit, IcebergSink, retry_transient, storage_errno, storage_problem
 from schemahub_core.engine.tables import (
     QUARANTINE,
     QUARANTINE_SCHEMA,
@@ -46,7 +46,7 @@ from schemahub_core.engine.tables import (
     raw_table_def,
     raw_table_name,
 )
-from schemahub_core.framework.connector import Connector, Cursor, Page, Stream
+from schemahub_core.framework.connector import Connector, ConnectorError, Cursor, Page, Stream, VenueUnreachable
 from schemahub_core.framework.registry import Registry
 
 QUARANTINE_COUNT = "schemahub.quarantined."
@@ -68,7 +68,20 @@ class RunStats:
     seconds: float = 0.0
     snapshot_id: int | None = None
     error: str | None = None
+    resumable: bool = True  # after an error: a plain rerun resumes (False: something must be fixed first)
+    stop: str | None = None  # after an error: "source" (the venue is unreachable) or "run" (storage refuses writes)
     scanned_files: list[str] = field(default_factory=list)
+
+    def failed(self, exc: BaseException) -> None:
+        """Record why this step failed, and whether the rest of the run should go on."""
+        if isinstance(exc, VenueUnreachable):
+            self.error, self.resumable, self.stop = str(exc), False, "source"
+        elif isinstance(exc, ConnectorError):
+            self.error, self.resumable = str(exc), exc.retryable
+        elif storage_errno(exc) is not None:
+            self.error, self.resumable, self.stop = storage_problem(exc, f"writing {self.name}"), True, "run"
+        else:
+            self.error = f"{type(exc).__name__}: {exc}"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -245,7 +258,7 @@ class StreamIngest:
             if self.stats.commits:
                 self._trim()
         except Exception as exc:
-            self.stats.error = f"{type(exc).__name__}: {exc}"
+            self.stats.failed(exc)
         self.stats.seconds = round(time.monotonic() - started, 3)
         self.on_progress(self.stats)
         return self.stats
@@ -318,10 +331,12 @@ def ingest(
     ensure_tables(catalog, namespace, [raw_table_def(source, s) for s in chosen]
                   + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
     sink = IcebergSink(catalog, namespace)
-    return [
-        StreamIngest(sink, registry, connector, stream, symbol, raw_payload=raw_payload, max_rows=max_rows,
-                     max_seconds=max_seconds, pages_per_commit=pages_per_commit,
-                     on_progress=on_progress).run(since, until)
-        for stream in chosen
-        for symbol in (symbols or cls.default_symbols)
-    ]
+    out: list[RunStats] = []
+    for stream in chosen:
+        for symbol in symbols or cls.default_symbols:
+            out.append(StreamIngest(sink, registry, connector, stream, symbol, raw_payload=raw_payload,
+                                    max_rows=max_rows, max_seconds=max_seconds, pages_per_commit=pages_per_commit,
+                                    on_progress=on_progress).run(since, until))
+            if out[-1].stop:  # unreachable venue or unwritable warehouse: the next symbol would fail the same way
+                return out
+    return out

@@ -18,7 +18,9 @@ trying again.
 
 from __future__ import annotations
 
+import errno
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -100,8 +102,44 @@ def progress_of(table: Table) -> dict[str, str]:
     return {}
 
 
+# The warehouse refuses writes until a person acts (read-only, full, no permission): retrying only hides it.
+STORAGE_ERRNOS = {errno.EROFS: "read-only", errno.ENOSPC: "no space left", errno.EDQUOT: "quota exceeded",
+                  errno.EACCES: "permission denied", errno.EPERM: "not permitted"}
+_ERRNO_TEXT = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
+
+
+def storage_errno(exc: BaseException) -> int | None:
+    """The errno of a storage fault a retry cannot fix (``STORAGE_ERRNOS``), else None.
+
+    pyarrow's file errors carry it in the message (``[errno 30] Read-only file system``) when not as ``errno``.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            number = seen.errno
+            if number is None and (found := _ERRNO_TEXT.search(str(seen))):
+                number = int(found.group(1))
+            if number in STORAGE_ERRNOS:
+                return number
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class StorageError(OSError):
+    """The warehouse cannot be written (read-only, disk full...): one line for people, no retries."""
+
+
+def storage_problem(exc: BaseException, doing: str) -> str:
+    number = storage_errno(exc)
+    why = STORAGE_ERRNOS.get(number or 0, "cannot write")
+    return (f"storage {why} while {doing} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            "fix the warehouse, then rerun to resume (nothing landed twice)")
+
+
 def is_transient(exc: BaseException) -> bool:
-    """A commit error worth retrying: a conflict, an unknown outcome, a busy SQLite catalog."""
+    """A commit error worth retrying: a conflict, an unknown outcome, a busy SQLite catalog, a network blip."""
+    if storage_errno(exc) is not None:
+        return False
     if isinstance(exc, (CommitFailedException, CommitStateUnknownException, OSError)):
         return True
     cause = getattr(exc, "orig", exc)  # SQLAlchemy wraps the driver's error

@@ -22,6 +22,7 @@ from pyiceberg.table import Table
 
 from schemahub_core.engine.coverage import LAST_TS, ROWS, Span, merge, read_state, symbols_of
 from schemahub_core.engine.coverage import key as coverage_key
+from schemahub_core.engine.faults import fault_point
 from schemahub_core.engine.sink import PROGRESS_PREFIX, progress_of, retry_transient
 from schemahub_core.engine.tables import WATERMARKS, WATERMARKS_SCHEMA, raw_table_name
 from schemahub_core.framework.connector import Cursor, CursorKind
@@ -124,8 +125,9 @@ def rebuild_watermarks(catalog: Catalog, namespace: str, registry: Registry) -> 
                                      for r in rows], WATERMARKS_SCHEMA).sort_by(order)
         mirror = catalog.load_table((namespace, WATERMARKS))
         current = mirror.scan().to_arrow().cast(WATERMARKS_SCHEMA) if mirror.current_snapshot() else None
-        if current is not None and current.sort_by(order).equals(data):
+        if (current is not None and current.sort_by(order).equals(data)) or (current is None and not rows):
             return len(rows)  # already true: no snapshot
+        fault_point("watermarks.before-write")
         if current is None or current.num_rows == 0:
             mirror.append(data)  # an overwrite would warn that it deleted nothing
         else:

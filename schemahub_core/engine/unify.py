@@ -31,6 +31,8 @@ no new raw snapshot there is no commit at all.
 
 from __future__ import annotations
 
+import functools
+import json
 import resource
 import time
 from collections import OrderedDict
@@ -48,10 +50,11 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 
 from schemahub_core.engine.faults import fault_point
-from schemahub_core.engine.ingest import RunStats, ensure_tables
+from schemahub_core.engine.ingest import RunStats, ensure_tables, quarantine
+from schemahub_core.engine.raw import Rejected
 from schemahub_core.engine.sink import IcebergSink, Sink, retry_transient
 from schemahub_core.engine.state import INGEST_TS, source_key
-from schemahub_core.engine.tables import target_def
+from schemahub_core.engine.tables import QUARANTINE, QUARANTINE_SCHEMA, TableDef, target_def
 from schemahub_core.framework.mapping import Mapping, check_mapping
 from schemahub_core.framework.registry import Registry
 from schemahub_core.framework.targets import Target
@@ -124,6 +127,37 @@ def _load(catalog: Catalog, namespace: str, name: str) -> Table | None:
         return retry_transient(lambda: catalog.load_table((namespace, name)))
     except NoSuchTableError:
         return None
+
+
+def _set_aside(catalog: Catalog, namespace: str, target: Target, mapping: Mapping, raw: pa.Table,
+               mapped: pa.Table) -> tuple[pa.Table, int]:
+    """Quarantine mapped rows missing a required column (a trade without a price); return the rest.
+
+    Quarantine dedups by payload, so a unify redone after a crash never sets a row aside twice.
+    """
+    required = [n for n in target.required_columns if n in mapped.column_names]
+    if not required or mapped.num_rows == 0:
+        return mapped, 0
+    missing = [mapped.column(n).is_null() for n in required]
+    bad = missing[0] if len(missing) == 1 else functools.reduce(pc.or_, missing)
+    if not pc.any(bad).as_py():
+        return mapped, 0
+    rows = pc.indices_nonzero(bad).to_pylist()
+    payloads = raw.column("_raw_payload").to_pylist() if "_raw_payload" in raw.column_names else [None] * raw.num_rows
+    native = [c for c in raw.column_names if not c.startswith("_")]
+    symbols = mapped.column("symbol").to_pylist() if "symbol" in mapped.column_names else [None] * mapped.num_rows
+    now = datetime.now(UTC)
+    sink = IcebergSink(catalog, namespace)
+    count = 0
+    by_symbol: dict[str | None, list[Rejected]] = {}
+    for i in rows:
+        absent = [n for n, m in zip(required, missing, strict=True) if m[i].as_py()]
+        payload = payloads[i] or json.dumps(raw.select(native).slice(i, 1).to_pylist()[0], default=str)
+        by_symbol.setdefault(symbols[i], []).append(
+            Rejected(i, f"{target.name}: required column(s) {', '.join(absent)} missing after mapping", payload))
+    for symbol, rejected in by_symbol.items():
+        count += quarantine(sink, mapping.connector, mapping.stream, symbol or "", rejected, now)
+    return mapped.filter(pc.invert(bad)), count
 
 
 class _Writer:
@@ -228,7 +262,7 @@ def _attempt(catalog: Catalog, namespace: str, registry: Registry, target: Targe
         new_progress[key] = str(snapshot.snapshot_id)
         for task in new_files(raw, progress.get(key), snapshot.snapshot_id):
             work.append((_partition_order(task), n, mapping, raw, task))
-    stats.fetched, stats.scanned_files = 0, [w[4].file.file_path for w in work]
+    stats.fetched, stats.scanned_files, stats.quarantined = 0, [w[4].file.file_path for w in work], 0
     if not new_progress:
         return True  # nothing new: no snapshot
     now = datetime.now(UTC)
@@ -236,12 +270,16 @@ def _attempt(catalog: Catalog, namespace: str, registry: Registry, target: Targe
     for _, _, mapping, raw, task in sorted(work, key=lambda w: (w[0], w[1])):  # day order: each day's keys load once
         for batch in read_batches(raw, task, list(mapping.columns)):
             stats.fetched += batch.num_rows
-            writer.add(mapping.apply(pa.Table.from_batches([batch]), registry, target.schema))
+            raw_rows = pa.Table.from_batches([batch])
+            mapped, set_aside = _set_aside(catalog, namespace, target, mapping, raw_rows,
+                                           mapping.apply(raw_rows, registry, target.schema))
+            stats.quarantined += set_aside
+            writer.add(mapped)
     new_progress[INGEST_TS] = now.isoformat()
     snapshot_id = writer.publish(new_progress, expect)
     if snapshot_id is None:
         return False
-    stats.unified, stats.deduplicated = writer.unified, stats.fetched - writer.unified
+    stats.unified, stats.deduplicated = writer.unified, stats.fetched - writer.unified - stats.quarantined
     stats.commits, stats.snapshot_id = 1, snapshot_id
     return True
 
@@ -270,7 +308,7 @@ def unify(
     mappings = [m for m in mappings if m.target_table == target_name]
     for mapping in mappings:
         check_mapping(mapping, registry)
-    ensure_tables(catalog, namespace, [target_def(target)])
+    ensure_tables(catalog, namespace, [target_def(target), TableDef(QUARANTINE, QUARANTINE_SCHEMA, None)])
     sink = sink or IcebergSink(catalog, namespace)
     started = time.monotonic()
     stats = RunStats("unify", target_name)

@@ -1,6 +1,6 @@
 """Settings from ``config/schemahub.yaml`` and the environment, with sane defaults.
 
-Precedence: environment (``SCHEMAHUB_HOME``, ``SCHEMAHUB_CONFIG``,
+Precedence: environment (``SCHEMAHUB_HOME``, ``SCHEMAHUB_CONFIG``, ``SCHEMAHUB_NAMESPACE``,
 ``SCHEMAHUB_<CONNECTOR>_<OPTION>``) over the config file over defaults. With no
 configuration at all, everything lives under ``./.schemahub/``.
 """
@@ -20,6 +20,12 @@ DEFAULT_HOME = Path(".schemahub")
 
 class ConfigError(ValueError):
     """Bad configuration; raised before anything is written."""
+
+
+def option_problem(connector: str, key: str, value: Any, why: BaseException | str) -> str:
+    """One line naming a bad connector option, its value, why, and the two places it can be set."""
+    return (f"connector {connector}: option {key}={value!r} is not valid ({why}); fix connectors.{connector}.{key} "
+            f"in config/schemahub.yaml or SCHEMAHUB_{connector.upper()}_{key.upper()}")
 
 
 @dataclass
@@ -74,6 +80,7 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
     home = Path(os.environ.get("SCHEMAHUB_HOME") or data.get("home") or DEFAULT_HOME)
+    namespace = os.environ.get("SCHEMAHUB_NAMESPACE") or data.get("namespace", "schemahub")
     catalog = data.get("catalog") or default_catalog(home)
     if not isinstance(catalog, dict):
         raise ConfigError(f"{path}: 'catalog' must be a mapping of pyiceberg catalog properties")
@@ -86,7 +93,7 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
     return Settings(
         home=home,
         catalog=dict(catalog),
-        namespace=str(data.get("namespace", "schemahub")),
+        namespace=str(namespace),
         connectors=connectors,
         mappings_dir=Path(data.get("mappings_dir", Path("config") / "mappings")),
         streams_dir=Path(data.get("streams_dir", Path("config") / "streams")),

@@ -13,9 +13,11 @@ import enum
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pyarrow as pa
+
+from schemahub_core.framework.config import ConfigError, option_problem
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -137,6 +139,7 @@ class Stream:
 
 
 Cursor = str | int | None
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,20 @@ class Page:
 
 
 class ConnectorError(RuntimeError):
-    """A venue answered with an error that retrying will not fix (bad symbol, bad request)."""
+    """A venue answered with an error that retrying will not fix (bad symbol, bad request).
+
+    ``retryable`` is True when the venue was only unavailable (retries ran out on 5xx, timeouts, 429):
+    a rerun later resumes. False (the default) means a rerun fails the same way until something is fixed.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class VenueUnreachable(ConnectorError):
+    """Nothing listens at the venue's address (connection refused, unknown host): retrying will not help,
+    and every other symbol of the venue would fail the same way, so the run stops asking it."""
 
 
 class Connector:
@@ -171,6 +187,20 @@ class Connector:
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})
+
+    def option(self, key: str, default: T, kind: Callable[[Any], T] = str) -> T:  # type: ignore[assignment]
+        """Option ``key`` converted by ``kind`` (``int``, ``float``...), ``default`` when unset or empty.
+
+        A value ``kind`` refuses is a ``ConfigError`` naming the option and where to set it, raised when the
+        connector is built: the engine builds every connector of a run before it writes anything.
+        """
+        value = self.options.get(key)
+        if value is None or value == "":
+            return default
+        try:
+            return kind(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(option_problem(self.name, key, value, exc)) from None
 
     def native_symbol(self, symbol: str) -> str:
         """The venue's spelling of a canonical ``BASE-QUOTE`` symbol."""

@@ -29,12 +29,31 @@ import requests
 from pyrate_limiter import InMemoryBucket, Limiter, Rate
 from requests_ratelimiter import LimiterSession
 
-from schemahub_core.framework.config import ConfigError
-from schemahub_core.framework.connector import ConnectorError
+from schemahub_core.framework.config import ConfigError, option_problem
+from schemahub_core.framework.connector import ConnectorError, VenueUnreachable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RateLimit", "RetryableError", "VenuePolicy", "VenueSession", "venue_session"]
+__all__ = ["JSONNumber", "RateLimit", "RetryableError", "VenuePolicy", "VenueSession", "dumps_exact", "venue_session"]
+
+
+class JSONNumber(str):
+    """A JSON number kept as its exact decimal text (``VenuePolicy(parse_float=JSONNumber)``).
+
+    It reads as the ``str`` it is (exact casts, no float rounding), and ``dumps_exact`` writes it back
+    as a number, so ``_raw_payload`` keeps the venue's original JSON rather than a quoted string.
+    """
+
+
+def dumps_exact(value: Any) -> str:
+    """Compact JSON of parsed venue data, with ``JSONNumber`` written back unquoted, as the venue sent it."""
+    if isinstance(value, JSONNumber):
+        return str.__str__(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{dumps_exact(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dumps_exact(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 class RetryableError(Exception):
@@ -100,20 +119,62 @@ class VenuePolicy:
         """Apply connector options (config or ``SCHEMAHUB_<VENUE>_*`` env): rate_limit, timeout, max_retries,
         backoff, max_backoff, headroom. A bad value is a ``ConfigError`` naming the option."""
         changes: dict[str, Any] = {}
-        try:
-            if options.get("rate_limit"):
-                changes["rate"] = RateLimit.parse(options["rate_limit"])
-            for key in ("timeout", "backoff", "max_backoff", "headroom"):
-                if options.get(key) not in (None, ""):
-                    changes[key] = float(options[key])
-            if options.get("max_retries") not in (None, ""):
-                changes["max_retries"] = int(options["max_retries"])
-            if not 0 < changes.get("headroom", self.headroom) <= 1:
-                raise ValueError("headroom must be in (0, 1]")
-        except ValueError as exc:
-            raise ConfigError(f"connector {self.name}: bad option ({exc}); set it in config/schemahub.yaml "
-                              f"connectors.{self.name} or SCHEMAHUB_{self.name.upper()}_<OPTION>") from exc
+        readers: dict[str, Callable[[Any], Any]] = {"rate_limit": RateLimit.parse, "timeout": _positive,
+                                                    "backoff": _seconds, "max_backoff": _seconds,
+                                                    "headroom": _fraction, "max_retries": _count}
+        for key, read in readers.items():
+            value = options.get(key)
+            if value is None or value == "":
+                continue
+            try:
+                changes["rate" if key == "rate_limit" else key] = read(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(option_problem(self.name, key, value, exc)) from None
         return replace(self, **changes)
+
+
+def _positive(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a number of seconds above 0")
+    return number
+
+
+def _seconds(value: Any) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must be a number of seconds, 0 or more")
+    return number
+
+
+def _fraction(value: Any) -> float:
+    number = float(value)
+    if not 0 < number <= 1:
+        raise ValueError("must be in (0, 1]")
+    return number
+
+
+def _count(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """Why nothing answers at the address (refused, unknown host), or None for faults a retry may fix."""
+    text = str(exc)
+    for marker, why in (("Connection refused", "connection refused"), ("Name or service not known", "unknown host"),
+                        ("nodename nor servname", "unknown host"), ("Temporary failure in name resolution",
+                                                                    "no DNS: is the network up?")):
+        if marker in text:
+            return why
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @dataclass
@@ -231,6 +292,13 @@ class VenueSession(LimiterSession):
             try:
                 response = self.send(request, timeout=self.policy.timeout)
             except (requests.Timeout, requests.ConnectionError) as exc:
+                why = None if isinstance(exc, requests.Timeout) else _unreachable(exc)
+                if why is not None:  # nothing listens there: retrying for minutes would only hide it
+                    parts = requests.utils.urlparse(url)
+                    raise VenueUnreachable(
+                        f"{self.policy.name}: cannot reach {parts.scheme}://{parts.netloc} ({why}): is the venue (or "
+                        f"`schemahub sandbox`) running there? Check SCHEMAHUB_{self.policy.name.upper()}_BASE_URL or "
+                        f"connectors.{self.policy.name}.base_url") from None
                 last_problem = f"{type(exc).__name__}: {exc}"
                 self._sleep(attempt, None, last_problem)
                 continue
@@ -264,7 +332,7 @@ class VenueSession(LimiterSession):
                     self._sleep(attempt, exc.retry_after, last_problem)
                     continue
             return body, response
-        raise ConnectorError(f"{last_problem} (gave up after {self.policy.max_retries} retries)")
+        raise ConnectorError(f"{last_problem} (gave up after {self.policy.max_retries} retries)", retryable=True)
 
     def _sleep(self, attempt: int, retry_after: float | None, problem: str) -> None:
         if attempt >= self.policy.max_retries:

@@ -32,6 +32,7 @@ class PluginFailure:
 
 
 failures: dict[str, PluginFailure] = {}
+unknown_requested: list[str] = []  # names in SCHEMAHUB_LOAD_PLUGINS that no installed plugin has
 distributions: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
 _loaded = False
 
@@ -57,7 +58,14 @@ def load_plugins() -> pluggy.PluginManager:
             failures[ep.name] = PluginFailure(ep.name, dist, version, f"{type(exc).__name__}: {exc}")
             continue
         distributions[ep.name] = (dist or ep.name, version or "")
+    if allowed is not None:
+        unknown_requested[:] = sorted(allowed - set(installed_names()))
     return pm
+
+
+def installed_names() -> list[str]:
+    """The names of the installed plugins (entry points of the ``schemahub`` group), loaded or not."""
+    return sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)})
 
 
 def _version(distribution: str) -> str:

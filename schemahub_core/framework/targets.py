@@ -21,6 +21,12 @@ class Target:
     time_column: str  # partitioned by day(time_column)
     ingest_column: str | None = "ingest_ts"  # set by the engine to the commit time
     description: str = ""
+    required: tuple[str, ...] = ()  # a mapped row without one of these goes to quarantine (default: non-nullable)
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        names = self.required or tuple(f.name for f in self.schema if not f.nullable)
+        return tuple(n for n in names if n != self.ingest_column)
 
 
 def _fields(*spec: tuple[str, pa.DataType], required: tuple[str, ...]) -> pa.Schema:
@@ -46,6 +52,7 @@ TRADES_UNIFIED = Target(
     key=("exchange", "symbol", "trade_id"),
     time_column="trade_ts",
     description="Trades from every venue, taker side, canonical BASE-QUOTE symbols.",
+    required=("exchange", "symbol", "trade_id", "price", "quantity", "trade_ts"),
 )
 
 QUOTES_UNIFIED = Target(
@@ -67,4 +74,5 @@ QUOTES_UNIFIED = Target(
     key=("exchange", "symbol", "quote_ts"),
     time_column="quote_ts",
     description="Best bid/ask from every venue, canonical BASE-QUOTE symbols.",
+    required=("exchange", "symbol", "bid_price", "ask_price", "quote_ts"),
 )

@@ -13,6 +13,7 @@ is fixed and every past day, the 2024-02-08 event included, can be backfilled.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -194,6 +195,9 @@ class Sandbox:
 
     def stop(self) -> None:
         if self._server is not None:
+            # WebSocket handlers still streaming are cancelled at shutdown, on purpose: uvicorn would log each
+            # cancellation as a traceback ("Exception in ASGI application"), noise in a CLI that is exiting.
+            logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)

@@ -8,6 +8,7 @@ is exercised. Options (config ``connectors.<name>`` or env
 
 - ``seed`` (0), ``trades`` per symbol (50), ``page_size`` (10): the data;
 - ``malformed``: comma-separated trade ids whose price is garbage (-> quarantine);
+- ``null_price``: comma-separated trade ids whose price is JSON null (casts fine; unify quarantines it);
 - ``fail_at_page``: raise a ``ConnectionError`` when the n-th page is due;
 - ``slow_ms``: sleep before each page (long runs, races);
 
@@ -78,7 +79,8 @@ def native(symbol: str) -> str:
     return symbol.replace("-", "")
 
 
-def trades_for(name: str, seed: int, symbol: str, count: int, malformed: frozenset[int] = frozenset()) -> list[dict]:
+def trades_for(name: str, seed: int, symbol: str, count: int, malformed: frozenset[int] = frozenset(),
+               null_price: frozenset[int] = frozenset()) -> list[dict]:
     """The exact trades venue ``name`` serves for ``symbol``: a pure function of its arguments."""
     rng = random.Random(f"{name}:{seed}:{symbol}")
     first_id = 100 + rng.randrange(900)
@@ -91,7 +93,7 @@ def trades_for(name: str, seed: int, symbol: str, count: int, malformed: frozens
         out.append({
             "symbol": native(symbol),
             "id": trade_id,
-            "price": "not-a-price" if trade_id in malformed else price,
+            "price": "not-a-price" if trade_id in malformed else None if trade_id in null_price else price,
             "qty": f"{rng.uniform(0.001, 2):.6f}",
             "time": t,
             "is_buyer_maker": rng.random() < 0.5,
@@ -121,6 +123,7 @@ class ScriptedConnector(Connector):
         self.count = int(o.get("trades", 50))
         self.page_size = int(o.get("page_size", 10))
         self.malformed = _ids(o.get("malformed"))
+        self.null_price = _ids(o.get("null_price"))
         self.fail_at_page = int(o["fail_at_page"]) if o.get("fail_at_page") not in (None, "") else None
         self.slow_ms = float(o.get("slow_ms", 0))
         self.pages_served = 0
@@ -129,7 +132,7 @@ class ScriptedConnector(Connector):
         return native(symbol)
 
     def trades(self, symbol: str) -> list[dict]:
-        return trades_for(self.name, self.seed, symbol, self.count, self.malformed)
+        return trades_for(self.name, self.seed, symbol, self.count, self.malformed, self.null_price)
 
     def _page(self, records: list[dict]) -> Page:
         self.pages_served += 1

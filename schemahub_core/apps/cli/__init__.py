@@ -68,15 +68,24 @@ cli.add_command(sql)
 
 def _load_plugin_commands() -> None:
     pm = plugins.load_plugins()
+    if plugins.unknown_requested:
+        raise ConfigError(f"SCHEMAHUB_LOAD_PLUGINS names {', '.join(map(repr, plugins.unknown_requested))}, "
+                          f"which is not installed (installed: {', '.join(plugins.installed_names()) or 'none'})")
     pm.hook.register_commands(cli=cli)
 
 
 def main() -> None:
+    from schemahub_core.engine.sink import storage_errno, storage_problem
+
     try:
         _load_plugin_commands()
         cli(standalone_mode=True)
     except ConfigError as exc:
         fail(str(exc))
+    except OSError as exc:  # the warehouse refuses writes (read-only, full) outside a run's own reporting
+        if storage_errno(exc) is None:
+            raise
+        fail(storage_problem(exc, "writing"))
 
 
 if __name__ == "__main__":

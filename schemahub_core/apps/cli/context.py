@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -13,8 +14,17 @@ from rich.markup import escape
 from schemahub_core.framework.config import Settings, load_settings
 from schemahub_core.framework.registry import Registry, get_registry
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    """Rich console; piped (no TTY, no COLUMNS) it is wide, so table cells do not wrap mid-name at 80."""
+    found = Console(stderr=stderr)
+    if not found.is_terminal and "COLUMNS" not in os.environ:
+        found = Console(stderr=stderr, width=200)
+    return found
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 class Context:

@@ -28,10 +28,14 @@ from schemahub_core.framework.config import ConfigError
 @click.option("--stale-after", default="5s", show_default=True,
               help="A connected venue with no quote for this long is stale (left out of the median).")
 @click.option("--sandbox", "use_sandbox", is_flag=True,
-              help="Start the SIMULATED venues in this process and watch them (no network).")
+              help="Start the SIMULATED venues in this process and watch them (no network). With --land the "
+              "quotes land in the namespace <namespace>_sandbox, never among real data.")
+@click.option("--give-up-after", default="10s", show_default=True,
+              help="Exit with an error when no venue sent a single quote in this long.")
 @pass_ctx
 def live(ctx: Context, symbols: str, threshold_bps: float, land: bool, duration: str | None, as_json: bool,
-         venues: tuple[str, ...], quote_aliases: str, stale_after: str, use_sandbox: bool) -> None:
+         venues: tuple[str, ...], quote_aliases: str, stale_after: str, use_sandbox: bool,
+         give_up_after: str) -> None:
     """Live best bid/ask of every venue over WebSockets, and where they disagree.
 
     \b
@@ -54,10 +58,12 @@ def live(ctx: Context, symbols: str, threshold_bps: float, land: bool, duration:
     try:
         seconds = parse_duration(duration).total_seconds() if duration else None
         stale = parse_duration(stale_after).total_seconds()
+        give_up = parse_duration(give_up_after).total_seconds()
     except ReplayError as exc:
         fail(str(exc))
     server = None
     options_for = ctx.settings.connector_options
+    namespace = f"{ctx.settings.namespace}_sandbox" if use_sandbox else ctx.settings.namespace
     caption = None
     if use_sandbox:
         from schemahub_core.sandbox import LABEL, Sandbox, SandboxConfig
@@ -65,13 +71,14 @@ def live(ctx: Context, symbols: str, threshold_bps: float, land: bool, duration:
         server = Sandbox(SandboxConfig.fast()).start()
         options_for = server.connector_options
         caption = LABEL
-        err_console.print(f"[yellow]{LABEL}[/]", highlight=False)
+        if as_json:  # the table's caption says it otherwise
+            err_console.print(f"[yellow]{LABEL}[/]", highlight=False)
     try:
         session = build_session(
             ctx.registry, [s.strip() for s in symbols.split(",") if s.strip()], options_for,
             venues=[v for item in venues for v in item.split(",")], threshold_bps=threshold_bps,
             quote_aliases=[a for a in quote_aliases.split(",") if a.strip()], stale_after=stale,
-            land=(ctx.catalog(), ctx.settings.namespace) if land else None, raw_payload=ctx.settings.raw_payload)
+            land=(ctx.catalog(), namespace) if land else None, raw_payload=ctx.settings.raw_payload)
     except (LiveError, ConfigError) as exc:
         if server is not None:
             server.stop()
@@ -85,6 +92,7 @@ def live(ctx: Context, symbols: str, threshold_bps: float, land: bool, duration:
             ended.append(event)
 
     session.board.on_event = on_event
+    session.no_data_timeout = give_up
     view = Live(console=console, auto_refresh=False, transient=False) if not as_json else None
 
     def refresh() -> None:
@@ -103,9 +111,11 @@ def live(ctx: Context, symbols: str, threshold_bps: float, land: bool, duration:
             view.stop()
         if server is not None:
             server.stop()
+    if not any(session.received.values()):
+        fail(session.gave_up or session.no_data_reason(seconds or give_up))
     if as_json:
         if session.lander is not None:
-            click.echo(json.dumps({"event": "landing", "received": session.lander.received,
+            click.echo(json.dumps({"event": "landing", "namespace": namespace, "received": session.lander.received,
                                    "landed": session.lander.landed, "commits": session.lander.commits}))
         return
     console.print()
@@ -121,5 +131,9 @@ def live(ctx: Context, symbols: str, threshold_bps: float, land: bool, duration:
     for message in session.errors[-5:]:
         err_console.print(f"[yellow]warning:[/] {plain(message)}", highlight=False)
     if session.lander is not None:
-        console.print(plain(f"{session.lander.summary()}; normalize with `schemahub run unify quotes_unified`"),
-                      highlight=False)
+        unify = "schemahub run unify quotes_unified"
+        if namespace != ctx.settings.namespace:
+            unify = f"SCHEMAHUB_NAMESPACE={namespace} {unify}"
+        console.print(plain(f"{session.lander.summary()} in namespace {namespace}"
+                            + (" (SIMULATED data, kept apart from real data)" if use_sandbox else "")
+                            + f"; normalize with `{unify}`"), highlight=False, soft_wrap=True)

@@ -15,7 +15,7 @@ from schemahub_core.apps.cli.context import Context, console, emit_json, fail, p
               help="Expire snapshots older than this (7d, 12h, 30m, or an ISO-8601 time); 'never' keeps all. "
                    "Snapshots holding cursors or unify's source positions are always kept.")
 @click.option("--compact", "do_compact", is_flag=True, help="Also rewrite each partition's small files into one.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per table.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array with one object per table.")
 @pass_ctx
 def maintain(ctx: Context, expire_older_than: str, do_compact: bool, as_json: bool) -> None:
     """Compact small files and expire old snapshots so commit and scan time stay flat as history grows.
@@ -38,7 +38,7 @@ def maintain(ctx: Context, expire_older_than: str, do_compact: bool, as_json: bo
         table = Table(title=plain(f"maintenance of namespace {ctx.settings.namespace}"))
         for col in ("table", "snapshots", "expired", "kept for engine", "data files", "partitions compacted",
                     "status"):
-            table.add_column(col, overflow="fold")
+            table.add_column(col, no_wrap=col == "table", overflow="fold")
         for r in reports:
             table.add_row(plain(r.table), str(r.snapshots_before), str(r.snapshots_expired),
                           str(r.snapshots_kept_for_engine), f"{r.files_before} -> {r.files_after}",

@@ -54,7 +54,7 @@ def plugins_list(ctx: Context, as_json: bool) -> None:
         return
     table = Table(title="SchemaHub plugins")
     for col in ("plugin", "version", "connectors", "streams", "transforms", "sinks", "status"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=col == "plugin", overflow="fold")
     for r in rows:
         transforms = r["transforms"]
         shown = ", ".join(transforms) if len(transforms) <= 4 else f"{len(transforms)} built-in"

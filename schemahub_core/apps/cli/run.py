@@ -88,7 +88,8 @@ def _print_run(stats: list[Any], as_json: bool) -> None:
     else:
         table = Table(title="run summary")
         for col in ("step", "name", *_RUN_COLUMNS, "status"):
-            table.add_column(col, justify="right" if col in _RUN_COLUMNS else "left", overflow="fold")
+            table.add_column(col, justify="right" if col in _RUN_COLUMNS else "left", overflow="fold",
+                             no_wrap=col == "name")
         for s in stats:
             status = "[red]failed[/] (see below)" if s.error else "[green]ok[/]"
             if s.dropped_batches:
@@ -105,7 +106,8 @@ def _print_run(stats: list[Any], as_json: bool) -> None:
         console.print(table)
     errors = [s for s in stats if s.error]
     for s in errors:
-        error_line(f"{s.name}: {s.error} (rerun to resume; nothing landed twice)")
+        hint = " (rerun to resume; nothing landed twice)" if s.resumable and "rerun" not in s.error else ""
+        error_line(f"{s.name}: {s.error}{hint}")
     if errors:
         sys.exit(1)
 
@@ -128,7 +130,7 @@ def run_ingest_cmd(ctx: Context, sources: tuple[str, ...], symbols: str | None, 
     stats = _run_engine(as_json, lambda on_progress: run_ingest(
         ctx.settings, ctx.registry, sources, symbols=symbol_list, since=parse_time(since), until=parse_time(until),
         pages_per_commit=pages_per_commit, commit_rows=commit_rows, commit_seconds=commit_seconds,
-        on_progress=on_progress, catalog=ctx.catalog()))
+        on_progress=on_progress))
     _print_run(stats, as_json)
 
 
@@ -167,5 +169,5 @@ def run_pipeline_cmd(ctx: Context, target: str, symbols: str | None, since: str 
     stats = _run_engine(as_json, lambda on_progress: run_pipeline(
         ctx.settings, ctx.registry, target, symbols=symbol_list, since=parse_time(since), until=parse_time(until),
         pages_per_commit=pages_per_commit, commit_rows=commit_rows, commit_seconds=commit_seconds,
-        on_progress=on_progress, catalog=ctx.catalog(), memory_mb=memory_mb))
+        on_progress=on_progress, memory_mb=memory_mb))
     _print_run(stats, as_json)

@@ -8,7 +8,8 @@ from schemahub_core.apps.cli.context import console, fail
 
 
 @click.command()
-@click.option("--port", default=8765, show_default=True, help="One port on 127.0.0.1 for every simulated venue.")
+@click.option("--port", default=8765, show_default=True, envvar="SCHEMAHUB_SANDBOX_PORT",
+              help="One port on 127.0.0.1 for every simulated venue (env SCHEMAHUB_SANDBOX_PORT).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--seed", default=20240208, show_default=True, help="Seed of the simulated market.")
 @click.option("--days", default=120, show_default=True, type=click.IntRange(min=1),
@@ -19,8 +20,11 @@ from schemahub_core.apps.cli.context import console, fail
 @click.option("--fast", is_flag=True, help="Generous rate limits instead of the venues' real ones.")
 @click.option("--rate-limit", "rate_limits", multiple=True, metavar="VENUE=LIMIT/SECONDS",
               help="Override one venue's limit, e.g. <venue>=10/1 (repeatable).")
+@click.option("--env", "print_env", is_flag=True,
+              help="Serve nothing: print the `export` lines that point every venue at this sandbox (with the same "
+              "--port/--fast/--rate-limit), for `eval \"$(schemahub sandbox --fast --env)\"`.")
 def sandbox(port: int, host: str, seed: int, days: int, intensity: str, fast: bool,
-            rate_limits: tuple[str, ...]) -> None:
+            rate_limits: tuple[str, ...], print_env: bool) -> None:
     """Serve every installed venue plugin's SIMULATED REST API and WebSocket feed on one local port.
 
     \b
@@ -55,9 +59,15 @@ def sandbox(port: int, host: str, seed: int, days: int, intensity: str, fast: bo
         fail("no simulated venue is installed: venue plugins bring theirs (pip install schemahub-<venue>)")
     server = Sandbox(SandboxConfig(seed=seed, days=days, intensity=factor, limits=limits, fast_limits=fast))
     server.port, server.host = port, host
+    if print_env:
+        for key, value in server.env().items():
+            click.echo(f"export {key}={value}")
+        return
     info = server.describe()
     console.print(f"[bold]SchemaHub sandbox[/]: [yellow]SIMULATED market data[/], event at {info['event']}, "
-                  f"clock starts {info['clock_start']}, history from {info['from']}, intensity {info['intensity']:g}",
+                  f"clock starts {info['clock_start']}, history from {info['from']}, intensity {info['intensity']:g} "
+                  "(relative times like --since 2h count back from YOUR clock: use dates here, "
+                  "e.g. --since 2024-02-08T15:00:00Z)",
                   highlight=False)
     for venue, url in server.base_urls().items():
         console.print(f"  {venue:9} {url}   limit {info['limits'][venue]}   "

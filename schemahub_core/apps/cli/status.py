@@ -40,6 +40,8 @@ def status(ctx: Context, as_json: bool) -> None:
 
     from schemahub_core.apps.audit import run_audit
     from schemahub_core.engine.state import unify_rows, watermark_rows
+    from schemahub_core.engine.tables import table_defs
+    from schemahub_core.sandbox.market import MARKET_END, MARKET_START
 
     catalog = ctx.catalog()
     now = datetime.now(UTC)
@@ -62,12 +64,20 @@ def status(ctx: Context, as_json: bool) -> None:
     if why:
         err_console.print(plain(why), highlight=False)
     if not sources and not targets:
-        console.print("nothing ingested yet: try `schemahub run pipeline trades_unified`")
+        if any(catalog.table_exists((ctx.settings.namespace, t.name)) for t in table_defs(ctx.registry)
+               if t.name.startswith("raw_")):
+            console.print("no data has landed yet: the runs so far fetched nothing. Check their window: "
+                          "--since/--until are compared with the venue's clock (the sandbox's market starts "
+                          f"{MARKET_START:%Y-%m-%d} and its clock at {MARKET_END:%Y-%m-%d}: use dates there, "
+                          "e.g. --since 2024-02-08T15:00:00Z --until 2024-02-08T16:00:00Z)", highlight=False)
+        else:
+            console.print("nothing ingested yet: try `schemahub run pipeline trades_unified --since 15m`",
+                          highlight=False)
         return
     table = Table(title="sources (coverage from raw snapshots)")
     for col in ("source", "stream", "symbol", "covered", "holes", "cursor", "last trade", "lag", "rows", "complete",
                 "last snapshot"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=col in ("source", "stream", "symbol"), overflow="fold")
     for r in sources:
         lag = _age(r["lag_seconds"])
         table.add_row(*map(plain, (r["source"], r["stream"], r["symbol"], _ranges(r["covered"]),
@@ -76,7 +86,7 @@ def status(ctx: Context, as_json: bool) -> None:
     console.print(table)
     table = Table(title="unified targets")
     for col in ("target", "source table", "consumed snapshot", "raw snapshot", "state", "target rows"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=col in ("target", "source table"), overflow="fold")
     for r in targets:
         table.add_row(*map(plain, (r["target"], r["source_table"], r["consumed_snapshot_id"], r["raw_snapshot_id"])),
                       "[green]up to date[/]" if r["up_to_date"] else "[yellow]new raw data[/]",

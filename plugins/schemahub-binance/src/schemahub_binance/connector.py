@@ -184,7 +184,7 @@ class BinanceConnector(Connector):
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         self.base_url = str(self.options.get("base_url") or BASE_URL).rstrip("/")
-        self.page_size = int(self.options.get("page_size") or PAGE_SIZE)
+        self.page_size = self.option("page_size", PAGE_SIZE, int)
         key = self.options.get("api_key")
         self.session = venue_session(POLICY, self.options, {"X-MBX-APIKEY": key} if key else None)
 

@@ -110,7 +110,7 @@ class CoinbaseConnector(Connector):
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         self.base_url = str(self.options.get("base_url") or BASE_URL).rstrip("/")
-        self.page_size = int(self.options.get("page_size") or PAGE_SIZE)
+        self.page_size = self.option("page_size", PAGE_SIZE, int)
         self.session = venue_session(POLICY, self.options)
 
     def native_symbol(self, symbol: str) -> str:

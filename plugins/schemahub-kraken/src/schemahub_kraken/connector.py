@@ -31,6 +31,7 @@ from schemahub_core import (
     Cursor,
     CursorKind,
     IdContinuity,
+    JSONNumber,
     LiveFeed,
     LiveQuote,
     Page,
@@ -38,6 +39,7 @@ from schemahub_core import (
     RetryableError,
     Stream,
     VenuePolicy,
+    dumps_exact,
     venue_session,
 )
 
@@ -109,7 +111,7 @@ POLICY = VenuePolicy(
     # 0.892 of the allowed rate at the default 90 %, where one request fewer per two minutes misses 0.9)
     headroom=0.95,
     backoff=1.0,
-    parse_float=str,  # keep `time` (and any float) as its exact decimal text
+    parse_float=JSONNumber,  # keep `time` (and any float) as its exact decimal text, a number in _raw_payload
     check_body=check_body,
 )
 
@@ -147,7 +149,7 @@ class KrakenConnector(Connector):
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         self.base_url = str(self.options.get("base_url") or BASE_URL).rstrip("/")
-        self.page_size = int(self.options.get("page_size") or PAGE_SIZE)
+        self.page_size = self.option("page_size", PAGE_SIZE, int)
         self.session = venue_session(POLICY, self.options)
 
     def native_symbol(self, symbol: str) -> str:
@@ -195,7 +197,7 @@ class KrakenConnector(Connector):
                 if until_ns is not None and t is not None and t >= until_ns:
                     done = True
                     break
-                payloads.append(json.dumps(row, separators=(",", ":")))
+                payloads.append(dumps_exact(row))
                 records.append(trade_record(key, row))
                 if t is not None:
                     last_ns = t if last_ns is None else max(last_ns, t)
@@ -224,7 +226,7 @@ class KrakenConnector(Connector):
         record = {"pair": key, "bid": field("b", 0), "bid_lot_volume": field("b", 2), "ask": field("a", 0),
                   "ask_lot_volume": field("a", 2), "bid_qty": None, "ask_qty": None, "last": field("c", 0),
                   "time": _ns(datetime.now(UTC)) // 1000}
-        return Page([record], record["time"], [json.dumps(info, separators=(",", ":"))])
+        return Page([record], record["time"], [dumps_exact(info)])
 
 
 class KrakenLiveFeed(LiveFeed):
