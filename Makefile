@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.schemahub-installed
 PACKAGES := $(sort $(dir $(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml)))
 
-.PHONY: test demo lint bootstrap clean
+.PHONY: test demo lint bootstrap clean dist
 
 bootstrap: $(STAMP)
 
@@ -25,6 +25,16 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	@bash scripts/demo.sh
+
+# Wheels of the core and of every plugin (no dependencies) into $(DIST), offline: `pip install --find-links dist
+# schemahub-binance` then installs from them. DIST_PYTHON needs pip and setuptools (the .venv has both).
+DIST ?= dist
+DIST_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+
+dist:
+	@rm -rf $(DIST) && mkdir -p $(DIST)
+	@$(DIST_PYTHON) -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w $(DIST) . $(PACKAGES)
+	@ls $(DIST)
 
 clean:
 	rm -rf .schemahub .schemahub-demo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import click
@@ -69,6 +70,9 @@ def live(ctx: Context, symbols: str, threshold_bps: float, land: bool, duration:
         from schemahub_core.sandbox import LABEL, Sandbox, SandboxConfig
 
         server = Sandbox(SandboxConfig.fast()).start()
+        # the simulated venues' server runs in this process: a client leaving mid-send (every feed, when live
+        # stops) is logged by uvicorn as an ASGI traceback, noise for someone watching quotes
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
         options_for = server.connector_options
         caption = LABEL
         if as_json:  # the table's caption says it otherwise
