@@ -32,6 +32,7 @@ BENCHMARKS = {
     "audit": "benchmarks.audit",
     "unify_memory": "benchmarks.unify_memory",
     "history": "benchmarks.history",
+    "live_load": "benchmarks.live_load",
 }
 RESULTS = Path(__file__).parent / "results"
 
