@@ -285,3 +285,45 @@ def test_kraken_raw_payload_is_the_original_json(home: Path, sandbox: Sandbox) -
     first = json.loads(payloads[0])
     assert isinstance(first[2], float) and isinstance(first[0], str)  # time a number, price a string: as sent
     assert payloads[0] in original.replace(" ", "")  # the very text of the row the venue sent
+
+
+# ----------------------------------------------------------------------------------------------------- smaller
+
+
+def test_maintain_json_is_the_array_its_help_says(home: Path) -> None:
+    assert "JSON array with one object per table" in " ".join(run_cli("maintain", "--help").stdout.split())
+    run_cli("init")
+    reports = json.loads(run_cli("maintain", "--json").stdout)
+    assert isinstance(reports, list) and reports and all("table" in r for r in reports)
+
+
+@pytest.mark.parametrize("columns", [None, "80"])
+def test_piped_tables_never_wrap_names_mid_word(home: Path, columns: str | None) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if columns:
+        env["COLUMNS"] = columns
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "schemahub_core", "plugins", "list"], env=env, capture_output=True,
+                         text=True, check=True).stdout  # stdout is a pipe: no TTY
+    names = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert {"schemahub-core", "binance", "coinbase", "kraken"} <= set(names), out
+
+
+def test_config_mappings_folder_the_docs_name_exists_and_validates() -> None:
+    from conftest import ROOT
+
+    folder = ROOT / "config" / "mappings"
+    assert (folder / "README.md").is_file() and "config/mappings/" in (ROOT / "docs" / "guide.md").read_text()
+    proc = run_cli("mappings", "validate", cwd=ROOT, env={"SCHEMAHUB_HOME": "/nonexistent-never-written"})
+    assert "README" not in proc.stdout + proc.stderr  # only *.yaml files are mappings
+
+
+def test_status_after_a_run_that_fetched_nothing_says_why(home: Path, sandbox: Sandbox) -> None:
+    proc = run_cli("run", "ingest", "binance.trades", "--symbols", "BTC-USDT", "--since", "2h",
+                   env=sandbox_env(sandbox))  # 2 h before YOUR clock: after the sandbox's, so nothing
+    assert "failed" not in proc.stdout
+    status = " ".join(run_cli("status").stdout.split())
+    assert "no data has landed yet" in status and "--since 2024-02-08T15:00:00Z" in status, status
+    assert "try `schemahub run" not in status  # not the command that was just run
