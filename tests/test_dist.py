@@ -20,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 from storage_fixtures import free_port
 
@@ -39,6 +40,7 @@ def _dependencies_only(target: Path) -> Path:
     return target
 
 
+@pytest.mark.timeout(900)  # under a minute on an idle machine (it prints its phases); more on a busy one
 def test_built_wheels_install_and_run_outside_the_repo(tmp_path: Path) -> None:
     started = time.monotonic()
     src = tmp_path / "src"

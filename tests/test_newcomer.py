@@ -2,7 +2,8 @@
 
 The tour's lines run in order in one ``bash`` (so ``schemahub sandbox --fast &`` and ``eval "$(...)"``
 work as they do for a user); only the ``pip install`` line is skipped (this environment has the packages;
-``test_dist.py`` installs the built wheels into a fresh venv). The sandbox's port comes from
+``test_dist.py`` installs the built wheels into a fresh venv), and ``SCHEMAHUB_LOAD_PLUGINS`` loads just the
+venues that line installs. The sandbox's port comes from
 ``SCHEMAHUB_SANDBOX_PORT`` so parallel runs never collide; everything else is the README's text.
 """
 
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 from storage_fixtures import free_port
 
@@ -28,6 +30,7 @@ def tour_commands() -> list[str]:
     return [line for line in lines if line]
 
 
+@pytest.mark.timeout(900)  # about a minute on an idle machine; a busy shared one can take several
 def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
     commands = tour_commands()
     assert commands[0].startswith("pip install --find-links dist schemahub-binance")
@@ -42,9 +45,11 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
             script += [command, f"echo $? > rc{i}", f"env | grep ^SCHEMAHUB_ > out{i}; : > err{i}"]
         else:
             script += [f"{command} > out{i} 2> err{i}", f"echo $? > rc{i}"]
+    installed = [p.removeprefix("schemahub-") for p in commands[0].split() if p.startswith("schemahub-")]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SCHEMAHUB_")},
+           "SCHEMAHUB_LOAD_PLUGINS": ",".join(installed),  # the venues the tour's pip line installs, no others
            "SCHEMAHUB_SANDBOX_PORT": str(free_port()), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, env=env, timeout=600, check=True)
+    subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, env=env, timeout=850, check=True)
 
     def result(fragment: str) -> tuple[int, str, str]:
         i = next(n for n, c in enumerate(commands) if fragment in c)
