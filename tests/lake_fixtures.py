@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from schemahub_core.apps.pipeline import run_pipeline
+from schemahub_core.apps.pipeline import run_ingest, run_pipeline
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.framework.config import Settings, default_catalog
 from schemahub_core.framework.registry import get_registry
@@ -43,6 +43,8 @@ def venue_lake(tmp_path_factory: pytest.TempPathFactory) -> VenueLake:
         first = unified.current_snapshot().snapshot_id
         run_pipeline(settings, registry, "trades_unified", since=FIRST[0], until=SECOND_UNTIL)
         run_pipeline(settings, registry, "quotes_unified")
+        # Binance's aggregate trades (landed only when named): the raw table with the m / M_best_match pair
+        run_ingest(settings, registry, ["binance.agg_trades"], since=FIRST[0], until=FIRST[1])
     finally:
         server.stop()
     return VenueLake(settings, first)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -232,7 +233,6 @@ VENUE_TRADES = {  # source -> (symbol asked, raw id column, raw time column, nat
 
 
 def test_backfill_of_an_older_hour_after_a_forward_run_lands_exactly_that_hour(tmp_path) -> None:
-    from conftest import run_cli
 
     from schemahub_core.framework.config import load_settings
     from schemahub_core.sandbox import EVENT_AT, Sandbox, SandboxConfig

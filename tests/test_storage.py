@@ -111,11 +111,14 @@ def test_pipeline_on_postgres_catalog(tmp_path: Path, postgres_home: StorageHome
     assert not (tmp_path / "home" / "catalog.db").exists(), "no SQLite catalog may be created"
 
 
-def _changed_keys(table) -> list[set[str]]:
-    """Per snapshot (oldest first), the cursor keys whose value that commit changed."""
+COVERS = "schemahub.covers."  # what a raw commit covers, per (stream, symbol)
+
+
+def _changed_keys(snapshots) -> list[set[str]]:
+    """Per snapshot (oldest first), the coverage keys whose value that commit changed."""
     out, before = [], {}
-    for snapshot in table.snapshots():
-        props = {k: v for k, v in snapshot.summary.additional_properties.items() if k.startswith("schemahub.cursor.")}
+    for _, props_all, _ in snapshots:
+        props = {k: v for k, v in props_all.items() if k.startswith(COVERS)}
         changed = {k for k, v in props.items() if before.get(k) != v}
         if changed:
             out.append(changed)
@@ -132,13 +135,25 @@ def test_concurrent_processes_on_postgres_catalog(tmp_path: Path, postgres_home:
     """
     env = scripted_env(tmp_path, postgres_home, trades=60, page_size=5, slow_ms=200)
     run_cli("init", env=env)
-    procs = [subprocess.Popen([*SCHEMAHUB, "run", "ingest", "scripted", "--symbols", symbol, "--json"],
+    # one page per commit, so the writers' commits interleave (the default would bound commits by rows and time)
+    procs = [subprocess.Popen([*SCHEMAHUB, "run", "ingest", "scripted", "--symbols", symbol, "--json",
+                               "--pages-per-commit", "1"],
                               env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for symbol in ("BTC-USD", "BTC-USD", "ETH-USD")]
     catalog = open_catalog(load_settings())
+    seen: dict[int, tuple[int, dict, str]] = {}  # the engine expires its own old snapshots: record them as they land
+
+    def observe() -> None:
+        for s in catalog.load_table((NS, "raw_scripted_trades")).snapshots():
+            seen.setdefault(s.snapshot_id, (s.timestamp_ms, dict(s.summary.additional_properties),
+                                            s.summary.operation.value))
+
     while any(p.poll() is None for p in procs):  # compact the table under the writers' feet
         maintain(catalog, NS, older_than=None, do_compact=True, small_file_bytes=1 << 30)
+        observe()
         time.sleep(0.2)
+    observe()
+    history = sorted(seen.values(), key=lambda s: s[0])
     outputs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, f"{out}\n{err}"
@@ -152,11 +167,11 @@ def test_concurrent_processes_on_postgres_catalog(tmp_path: Path, postgres_home:
         ids = data.filter(pc.equal(data["symbol"], symbol.replace("-", "")))["id"].to_pylist()
         assert Counter(ids).most_common(1)[0][1] == 1, f"duplicate raw rows for {symbol}"
         assert set(ids) == {t["id"] for t in trades_for("scripted", 0, symbol, 60)}, f"gap in {symbol}"
-    cursors = [s.summary.additional_properties.get("schemahub.cursor.trades.ETH-USD") for s in raw.snapshots()]
-    assert len({c for c in cursors if c}) == 12, "every ETH-USD commit is its own snapshot"
-    operations = [s.summary.operation.value for s in raw.snapshots()]
+    covers = [props.get(COVERS + "trades.ETH-USD") for _, props, _ in history]
+    assert len({c for c in covers if c}) == 12, "every ETH-USD commit is its own snapshot"
+    operations = [op for _, _, op in history]
     assert "append" in operations[operations.index("overwrite"):], "no compaction landed between the writers' commits"
-    order = ["ETH" if "schemahub.cursor.trades.ETH-USD" in changed else "BTC" for changed in _changed_keys(raw)]
+    order = ["ETH" if COVERS + "trades.ETH-USD" in changed else "BTC" for changed in _changed_keys(history)]
     runs = sum(1 for a, b in zip(order, order[1:], strict=False) if a != b)
     assert runs >= 2, f"the writers did not overlap in time: {order}"
 
