@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from scripted_support import child_env, expected_rows, start_cli
 from storage_fixtures import free_port
 
 from schemahub_core.sandbox import Sandbox, SandboxConfig
 
-WINDOW = ("--since", "2024-02-08T15:12:00Z", "--until", "2024-02-08T15:12:02Z")
+WINDOW = ("--since", "2024-02-08T15:12:00Z", "--until", "2024-02-08T15:12:10Z")  # into the event: every venue trades
 
 
 @pytest.fixture(scope="module")
@@ -312,8 +312,6 @@ def test_piped_tables_never_wrap_names_mid_word(home: Path, columns: str | None)
 
 
 def test_config_mappings_folder_the_docs_name_exists_and_validates() -> None:
-    from conftest import ROOT
-
     folder = ROOT / "config" / "mappings"
     assert (folder / "README.md").is_file() and "config/mappings/" in (ROOT / "docs" / "guide.md").read_text()
     proc = run_cli("mappings", "validate", cwd=ROOT, env={"SCHEMAHUB_HOME": "/nonexistent-never-written"})
