@@ -143,13 +143,13 @@ def suggest(table: Table, *, time_column: str = "trade_ts", target_file_bytes: i
     per_day_symbol = profile.group_by(["day", "symbol"]).aggregate([("rows", "sum")])
     # files per day partition, from the data files' time bounds (any spec: day, hour or bucketed)
     files_per_day: dict[int, int] = defaultdict(int)
-    time_field = table.schema().find_field(time_column).field_id
+    time_field = table.schema().find_field(time_column)
+    ftype = time_field.field_type
     for t in tasks:
-        lo = t.file.lower_bounds.get(time_field) if t.file.lower_bounds else None
-        hi = t.file.upper_bounds.get(time_field) if t.file.upper_bounds else None
+        lo = t.file.lower_bounds.get(time_field.field_id) if t.file.lower_bounds else None
+        hi = t.file.upper_bounds.get(time_field.field_id) if t.file.upper_bounds else None
         if lo is None or hi is None:
             continue
-        ftype = table.schema().find_field(time_column).field_type
         for d in range(from_bytes(ftype, lo) // DAY_US, from_bytes(ftype, hi) // DAY_US + 1):
             files_per_day[d] += 1
     busiest = per_day_symbol.sort_by([("rows_sum", "descending")]).slice(0, 1).to_pylist()[0]

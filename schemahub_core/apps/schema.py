@@ -15,7 +15,7 @@ registry), then evolves the raw table and writes the files.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from schemahub_core.framework.config import Settings
 from schemahub_core.framework.connector import RAW_META_COLUMNS, Column
 from schemahub_core.framework.mapping import check_mapping, collect_mappings, parse_mapping
 from schemahub_core.framework.registry import Registry
-from schemahub_core.framework.streams import TYPES, apply_overrides, type_name, write_override
+from schemahub_core.framework.streams import TYPES, load_overrides, type_name, with_columns, write_override
 
 
 def check(catalog: Catalog, namespace: str, registry: Registry) -> list[FieldDrift]:
@@ -99,14 +99,11 @@ def apply(proposals: list[Proposal], catalog: Catalog, settings: Settings, regis
             text = _patched_mapping(m["from"], p.field)
             patched.append((Path(m["file"]), text))
     # validate: the mappings must check against the registry as it will be once the columns are declared
-    preview = apply_overrides(registry, Path(settings.streams_dir))  # with the overrides already there
+    overrides = load_overrides(Path(settings.streams_dir))  # the overrides already there, plus the proposed
     for p in proposals:
-        cls = preview.connectors[p.source]
-        stream = cls.streams[p.stream]
-        if p.field not in {c.name for c in stream.columns}:
-            col = Column(p.field, TYPES[p.column["type"]], p.column.get("cast"))
-            streams = {**cls.streams, p.stream: replace(stream, columns=stream.columns + (col,))}
-            preview.connectors[p.source] = type(cls.__name__, (cls,), {"streams": streams})
+        overrides.setdefault((p.source, p.stream), []).append(
+            Column(p.field, TYPES[p.column["type"]], p.column.get("cast")))
+    preview = with_columns(registry, overrides)
     for path, text in patched:
         check_mapping(parse_mapping(text, str(path)), preview)
     done = []

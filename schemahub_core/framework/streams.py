@@ -63,13 +63,30 @@ def load_overrides(directory: Path) -> dict[tuple[str, str], list[Column]]:
 
 
 def apply_overrides(registry: Registry, directory: Path) -> Registry:
+    """``registry`` with the override files in ``directory`` applied (see ``with_columns``)."""
+    return with_columns(registry, load_overrides(directory))
+
+
+def with_columns(registry: Registry, overrides: dict[tuple[str, str], list[Column]]) -> Registry:
     """A copy of ``registry`` where each overridden connector is a subclass whose stream declares the added columns.
 
     The registry itself is shared (cached per process), so it is never changed in place.
     """
-    overrides = load_overrides(directory)
     if not overrides:
         return registry
+    registry = replace(registry, connectors=dict(registry.connectors))
+    for (source, stream_name), columns in overrides.items():
+        cls = registry.connectors.get(source)
+        if cls is None or stream_name not in cls.streams:
+            continue  # an override for a plugin that is not installed changes nothing
+        stream = cls.streams[stream_name]
+        have = {c.name for c in stream.columns}
+        added = tuple(c for c in columns if c.name not in have)
+        if not added:
+            continue
+        streams = {**cls.streams, stream_name: replace(stream, columns=stream.columns + added)}
+        registry.connectors[source] = type(cls.__name__, (cls,), {"streams": streams, "__module__": cls.__module__})
+    return registry
     registry = replace(registry, connectors=dict(registry.connectors))
     for (source, stream_name), columns in overrides.items():
         cls = registry.connectors.get(source)
