@@ -55,7 +55,7 @@ def raw_binance(n: int, first_id: int = 1, start_ms: int = START_MS, span_ms: in
         "l": ids * 2 + 1,
         "T": pa.array(ts_us, pa.timestamp("us", tz="UTC")),
         "m": rng.random(n) < 0.5,
-        "M": np.ones(n, dtype=bool),
+        "M_best_match": np.ones(n, dtype=bool),
         "_source": pa.array(np.full(n, "binance", dtype=object), pa.string()),
         "_source_ingest_ts": pa.array(np.full(n, ts_us[-1] if n else 0), pa.timestamp("us", tz="UTC")),
         "_raw_payload": pa.nulls(n, pa.string()),
