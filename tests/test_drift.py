@@ -103,6 +103,62 @@ def test_a_new_field_mid_run_is_detected_proposed_applied_and_lands_exactly_once
     assert stopped.records == len(third)
 
 
+def _settings(tmp_path, sandbox) -> Settings:  # noqa: F811
+    return Settings(home=tmp_path, catalog=default_catalog(tmp_path), mappings_dir=tmp_path / "mappings",
+                    streams_dir=tmp_path / "streams", targets_dir=tmp_path / "targets",
+                    connectors={"binance": sandbox.connector_options("binance", page_size=200)})
+
+
+def _unified_flags(catalog) -> dict[str, str | None]:
+    rows = catalog.load_table((NS, "trades_unified")).scan(selected_fields=("trade_id", "venue_flag")).to_arrow()
+    ids = rows["trade_id"].to_pylist()
+    assert len(ids) == len(set(ids))  # never doubled
+    return dict(zip(ids, rows["venue_flag"].to_pylist(), strict=True))
+
+
+def test_a_field_no_target_declares_becomes_a_new_nullable_unified_column(tmp_path, sandbox):  # noqa: F811
+    settings = _settings(tmp_path, sandbox)
+    registry = get_registry()
+    assert "venue_flag" not in registry.targets["trades_unified"].schema.names
+    catalog = open_catalog(settings)
+    init_tables(catalog, NS, registry)
+    sandbox.inject("binance", "new_field", field="venue_flag", value="X", after=DRIFT_AT.isoformat())
+    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], since=T0, until=T1)
+    run_unify(settings, registry, "trades_unified")  # old rows are unified before the evolution
+    unified_before = catalog.load_table((NS, "trades_unified")).current_snapshot()
+
+    (proposal,) = propose(check(catalog, NS, registry), registry, settings)
+    (patch,) = proposal.mappings
+    assert (patch["target"], patch["new_column"], patch["maps"]) == ("trades_unified", True, "venue_flag: venue_flag")
+    applied = apply([proposal], catalog, settings, registry)
+    assert "trades_unified: added nullable column venue_flag (string)" in applied
+    unified = catalog.load_table((NS, "trades_unified"))
+    field = unified.schema().find_field("venue_flag")
+    assert not field.required and unified.schema().column_names[-1] == "venue_flag"
+    assert unified.current_snapshot().snapshot_id == unified_before.snapshot_id  # metadata only: no data rewritten
+    assert (settings.targets_dir / "trades_unified.yaml").exists()
+    assert (settings.mappings_dir / "binance_trades_trades_unified.yaml").exists()
+
+    registry = apply_overrides(get_registry(), settings.streams_dir, settings.targets_dir)
+    assert registry.targets["trades_unified"].schema.field("venue_flag").nullable
+    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], until=T2)
+    run_unify(settings, registry, "trades_unified")
+    old, new = _ids(sandbox, T0, T1), _ids(sandbox, T1, T2)
+    raw = catalog.load_table((NS, "raw_binance_trades")).scan(selected_fields=("id", "venue_flag")).to_arrow()
+    raw_flags = dict(zip(map(int, raw["id"].to_pylist()), raw["venue_flag"].to_pylist(), strict=True))
+    assert sorted(raw_flags) == sorted(old + new)  # raw: every trade once
+    flags = _unified_flags(catalog)
+    assert sorted(flags) == sorted(str(a) for a in old + new)  # unified: every trade once
+    assert all(raw_flags[a] == "X" and flags[str(a)] == "X" for a in new)  # new rows carry it, raw and unified
+    assert all(raw_flags[a] is None and flags[str(a)] is None for a in old)  # old rows read null
+
+    # a rerun of the whole window lands nothing twice, in raw or unified
+    again = run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], since=T0, until=T2)
+    assert sum(s.landed for s in again) == 0
+    assert run_unify(settings, registry, "trades_unified").unified == 0
+    assert _unified_flags(catalog) == flags
+
+
 def test_schema_cli_reports_drift_and_exits_non_zero(tmp_path, home, sandbox):  # noqa: F811
     env = {f"SCHEMAHUB_BINANCE_{k.upper()}": str(v) for k, v in sandbox.connector_options("binance").items()}
     env["SCHEMAHUB_LOAD_PLUGINS"] = "binance"

@@ -6,8 +6,11 @@ A proposal for each new field has three parts, as the seed's goal asks:
   ``Column`` in the plugin), so raw casting keeps the field from now on;
 - the raw table's Iceberg schema evolution: a nullable column added at the end, no data rewritten; old rows read
   null (Iceberg semantics);
-- a mapping patch where a unified target declares a column of the same name: a copy of the mapping in
-  ``config/mappings/`` that maps the field, which then wins over the plugin's.
+- a mapping patch for each unified target the stream maps into: a copy of the mapping in ``config/mappings/``
+  that maps the field, which then wins over the plugin's. Where the target declares a column of the same name
+  it maps to that; otherwise the target gets a new nullable column of that name (``config/targets/``, and the
+  unified table's Iceberg evolution: a column added at the end, no data rewritten), so unify fills it for the
+  rows it lands from then on and rows unified before read null.
 
 ``propose`` is a dry run; ``apply`` validates first (the override parses, the patched mapping checks against the
 registry), then evolves the raw table and writes the files.
@@ -24,12 +27,21 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 
 from schemahub_core.engine.drift import FieldDrift, infer_type, report
-from schemahub_core.engine.tables import iceberg_field_type, raw_table_name
+from schemahub_core.engine.tables import ensure_table, iceberg_field_type, raw_table_name, target_def
 from schemahub_core.framework.config import Settings
 from schemahub_core.framework.connector import RAW_META_COLUMNS, Column
 from schemahub_core.framework.mapping import check_mapping, collect_mappings, parse_mapping
 from schemahub_core.framework.registry import Registry
-from schemahub_core.framework.streams import TYPES, load_overrides, type_name, with_columns, write_override
+from schemahub_core.framework.streams import (
+    TYPES,
+    load_overrides,
+    load_target_overrides,
+    type_name,
+    with_columns,
+    with_target_columns,
+    write_override,
+    write_target_override,
+)
 
 
 def check(catalog: Catalog, namespace: str, registry: Registry) -> list[FieldDrift]:
@@ -52,8 +64,9 @@ class Proposal:
     field: str
     column: dict[str, Any]  # the stream override entry: name, type, cast
     raw_table: str
-    mappings: list[dict[str, str]] = field(default_factory=list)  # {target, file, maps}
-    not_mapped: list[str] = field(default_factory=list)  # targets without a column of that name
+    # {target, file, maps, from, new_column}: new_column is True where the target gets a new nullable column
+    mappings: list[dict[str, Any]] = field(default_factory=list)
+    not_mapped: list[str] = field(default_factory=list)  # targets the stream's mapping already fills from it
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,12 +87,13 @@ def propose(drift: list[FieldDrift], registry: Registry, settings: Settings) -> 
                 continue
             target = registry.targets[m.target_table]
             mapped = {c for cols in m.columns.values() for c in cols}
-            if item.field in target.schema.names and item.field not in m.columns and item.field not in mapped:
-                name = f"{item.source}_{item.stream}_{m.target_table}.yaml"
-                proposal.mappings.append({"target": m.target_table, "file": str(settings.mappings_dir / name),
-                                          "maps": f"{item.field}: {item.field}", "from": m.path})
-            elif item.field not in target.schema.names:
+            if item.field in m.columns or item.field in mapped:
                 proposal.not_mapped.append(m.target_table)
+                continue
+            name = f"{item.source}_{item.stream}_{m.target_table}.yaml"
+            proposal.mappings.append({"target": m.target_table, "file": str(settings.mappings_dir / name),
+                                      "maps": f"{item.field}: {item.field}", "from": m.path,
+                                      "new_column": item.field not in target.schema.names})
         out.append(proposal)
     return out
 
@@ -92,7 +106,7 @@ def _patched_mapping(path: str, field_name: str) -> str:
 
 
 def apply(proposals: list[Proposal], catalog: Catalog, settings: Settings, registry: Registry) -> list[str]:
-    """Validate every part first, then evolve the raw tables and write the override and mapping files."""
+    """Validate every part first, then evolve the raw and unified tables and write the override and mapping files."""
     patched: list[tuple[Path, str]] = []
     for p in proposals:
         for m in p.mappings:
@@ -100,10 +114,14 @@ def apply(proposals: list[Proposal], catalog: Catalog, settings: Settings, regis
             patched.append((Path(m["file"]), text))
     # validate: the mappings must check against the registry as it will be once the columns are declared
     overrides = load_overrides(Path(settings.streams_dir))  # the overrides already there, plus the proposed
+    target_overrides = load_target_overrides(Path(settings.targets_dir))
     for p in proposals:
-        overrides.setdefault((p.source, p.stream), []).append(
-            Column(p.field, TYPES[p.column["type"]], p.column.get("cast")))
-    preview = with_columns(registry, overrides)
+        column = Column(p.field, TYPES[p.column["type"]], p.column.get("cast"))
+        overrides.setdefault((p.source, p.stream), []).append(column)
+        for m in p.mappings:
+            if m["new_column"]:
+                target_overrides.setdefault(m["target"], []).append(column)
+    preview = with_target_columns(with_columns(registry, overrides), target_overrides)
     for path, text in patched:
         check_mapping(parse_mapping(text, str(path)), preview)
     done = []
@@ -117,6 +135,20 @@ def apply(proposals: list[Proposal], catalog: Catalog, settings: Settings, regis
             done.append(f"{p.raw_table}: added nullable column {p.field} ({p.column['type']})")
         write_override(settings.streams_dir, p.source, p.stream, [p.column])
         done.append(f"{settings.streams_dir}/{p.source}.{p.stream}.yaml: declares {p.field}")
+        for m in p.mappings:
+            if not m["new_column"]:
+                continue
+            target = preview.targets[m["target"]]
+            try:  # a unified column goes at the end: the same in-place evolution init does for declared columns
+                had = catalog.load_table((settings.namespace, target.name)).schema().column_names
+            except NoSuchTableError:
+                had = []
+            ensure_table(catalog, settings.namespace, target_def(target))
+            if had and p.field not in had:
+                done.append(f"{target.name}: added nullable column {p.field} ({p.column['type']})")
+            path = write_target_override(settings.targets_dir, target.name,
+                                         [{"name": p.field, "type": p.column["type"]}])
+            done.append(f"{path}: {target.name} declares {p.field}")
     for path, text in patched:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -36,6 +36,7 @@ class Settings:
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     mappings_dir: Path = Path("config") / "mappings"
     streams_dir: Path = Path("config") / "streams"  # user-level stream overrides (framework/streams.py)
+    targets_dir: Path = Path("config") / "targets"  # user-level unified-target columns (framework/streams.py)
     raw_payload: bool = True
     sink: str = "iceberg"
     unify_memory_mb: int = 1024  # peak memory of a unify run, whatever the backlog (docs/exactly-once.md)
@@ -74,8 +75,8 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     elif explicit:
         raise ConfigError(f"{path}: config file not found (from --config or SCHEMAHUB_CONFIG)")
-    known = {"home", "catalog", "namespace", "connectors", "mappings_dir", "streams_dir", "raw_payload", "sink",
-             "unify_memory_mb"}
+    known = {"home", "catalog", "namespace", "connectors", "mappings_dir", "streams_dir", "targets_dir",
+             "raw_payload", "sink", "unify_memory_mb"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -97,6 +98,7 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
         connectors=connectors,
         mappings_dir=Path(data.get("mappings_dir", Path("config") / "mappings")),
         streams_dir=Path(data.get("streams_dir", Path("config") / "streams")),
+        targets_dir=Path(data.get("targets_dir", Path("config") / "targets")),
         raw_payload=bool(data.get("raw_payload", True)),
         sink=str(data.get("sink", "iceberg")),
         unify_memory_mb=memory,

@@ -40,10 +40,11 @@ class Context:
 
     @property
     def registry(self) -> Registry:
-        """The installed plugins' registry, with the user's stream overrides (``config/streams/``) applied."""
+        """The installed plugins' registry, with the user's stream and target overrides (``config/streams/``,
+        ``config/targets/``) applied."""
         from schemahub_core.framework.streams import apply_overrides
 
-        return apply_overrides(get_registry(), self.settings.streams_dir)
+        return apply_overrides(get_registry(), self.settings.streams_dir, self.settings.targets_dir)
 
     def catalog(self):
         from schemahub_core.engine.catalog import open_catalog

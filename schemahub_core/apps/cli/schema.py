@@ -51,7 +51,8 @@ def schema_check(ctx: Context, as_json: bool) -> None:
 @schema_group.command(name="propose")
 @click.option("--apply", "do_apply", is_flag=True,
               help="Validate, add the nullable raw column (Iceberg schema evolution, no rewrite), write the "
-                   "stream override into config/streams/ and the mapping patch into config/mappings/.")
+                   "stream override into config/streams/, the mapping patch into config/mappings/ and, where a "
+                   "target has no such column, add it (nullable) and declare it in config/targets/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the proposals (and what was applied) as JSON.")
 @pass_ctx
 def schema_propose(ctx: Context, do_apply: bool, as_json: bool) -> None:
@@ -61,7 +62,8 @@ def schema_propose(ctx: Context, do_apply: bool, as_json: bool) -> None:
     For each field a venue sends that its stream does not declare:
       - a stream-schema addition (user override in config/streams/; the plugin author adds the same Column);
       - the raw table's evolution: a nullable column, old rows read null;
-      - a mapping patch where a unified target declares a column of that name.
+      - a mapping patch into each unified target the stream maps into: to the target's column of
+        that name, or else to a new nullable column of the target (old rows read null).
     """
     from schemahub_core.apps.schema import apply, check, propose
     from schemahub_core.framework.mapping import MappingError
@@ -87,11 +89,13 @@ def schema_propose(ctx: Context, do_apply: bool, as_json: bool) -> None:
         console.print(f"  stream  add Column({p.field!r}, {p.column['type']}{cast})", highlight=False, markup=False)
         console.print(f"  raw     {p.raw_table}: add nullable column {p.field}", highlight=False, markup=False)
         for m in p.mappings:
+            if m["new_column"]:
+                console.print(f"  target  {m['target']}: add nullable column {p.field} ({p.column['type']}); "
+                              "rows unified before read null", highlight=False, markup=False)
             console.print(f"  mapping {m['target']}: {m['maps']} (written to {m['file']})", highlight=False,
                           markup=False)
         for target in p.not_mapped:
-            console.print(f"  mapping {target} has no column {p.field}: not mapped (add it to the target to "
-                          "carry it)", highlight=False, markup=False)
+            console.print(f"  mapping {target} already maps {p.field}", highlight=False, markup=False)
     if done:
         for line in done:
             console.print(f"[green]applied[/] {escape(line)}", highlight=False)
