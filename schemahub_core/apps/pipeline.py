@@ -16,6 +16,7 @@ from pyiceberg.catalog import Catalog
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.engine.ingest import RunStats, ingest
 from schemahub_core.engine.limits import MAX_ROWS_PER_COMMIT, MAX_SECONDS_PER_COMMIT
+from schemahub_core.engine.shards import Shard
 from schemahub_core.engine.sink import storage_errno, storage_problem
 from schemahub_core.engine.state import rebuild_watermarks
 from schemahub_core.engine.tables import WATERMARKS
@@ -112,8 +113,12 @@ def run_ingest(
     commit_seconds: float = MAX_SECONDS_PER_COMMIT,
     on_progress: Callable[[RunStats], None] | None = None,
     catalog: Catalog | None = None,
+    shard: Shard | None = None,
 ) -> list[RunStats]:
     """Ingest each source (``name`` or ``name.stream``), then refresh ``schemahub_watermarks``.
+
+    ``shard`` runs only the (source, stream, symbol) units it owns, so N processes on a shared catalog
+    split one run between them (``engine/shards.py``).
 
     Everything is checked first (sources, window, every connector's options), so bad configuration writes
     nothing. An unreachable venue stops that venue; a warehouse that refuses writes stops the run.
@@ -130,7 +135,8 @@ def run_ingest(
         stats += ingest(catalog, settings.namespace, registry, source, options=settings.connector_options(source),
                         streams=streams, symbols=chosen, since=since, until=until,
                         raw_payload=settings.raw_payload, pages_per_commit=pages_per_commit,
-                        max_rows=commit_rows, max_seconds=commit_seconds, on_progress=on_progress)
+                        max_rows=commit_rows, max_seconds=commit_seconds, on_progress=on_progress,
+                        shard=shard)
         if stats and stats[-1].stop == "run":
             return stats
     if stats:

@@ -33,6 +33,7 @@ from schemahub_core.engine.drift import drift_summary
 from schemahub_core.engine.limits import MAX_ROWS_PER_COMMIT, MAX_SECONDS_PER_COMMIT
 from schemahub_core.engine.maintenance import trim
 from schemahub_core.engine.raw import Rejected, cast_records
+from schemahub_core.engine.shards import Shard
 from schemahub_core.engine.sink import Commit, IcebergSink, retry_transient, storage_errno, storage_problem
 from schemahub_core.engine.tables import (
     QUARANTINE,
@@ -317,26 +318,33 @@ def ingest(
     max_seconds: float = MAX_SECONDS_PER_COMMIT,
     pages_per_commit: int | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
+    shard: Shard | None = None,
 ) -> list[RunStats]:
     """Ingest ``source`` (a connector name) for each stream and symbol; one ``RunStats`` each.
 
     A failure of one (stream, symbol) is recorded in its stats (``error``) and the
-    others go on; what landed before the failure stays, and a rerun resumes.
+    others go on; what landed before the failure stays, and a rerun resumes. With ``shard``,
+    only the (stream, symbol) units that shard owns run (see ``engine/shards.py``).
     """
     cls = registry.connectors.get(source)
     if cls is None:
         raise KeyError(f"unknown source {source!r} (installed: {', '.join(sorted(registry.connectors)) or 'none'})")
     connector = cls(options or {})
     chosen = [cls.streams[s] for s in (streams or [n for n, st in cls.streams.items() if st.default])]
+    units = [(stream, symbol) for stream in chosen for symbol in symbols or cls.default_symbols
+             if shard is None or shard.owns(source, stream.name, symbol)]
+    if shard is not None:  # create only the tables this shard writes; none if other shards own it all
+        chosen = [stream for stream in chosen if any(s is stream for s, _ in units)]
+        if not chosen:
+            return []
     ensure_tables(catalog, namespace, [raw_table_def(source, s) for s in chosen]
                   + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
     sink = IcebergSink(catalog, namespace)
     out: list[RunStats] = []
-    for stream in chosen:
-        for symbol in symbols or cls.default_symbols:
-            out.append(StreamIngest(sink, registry, connector, stream, symbol, raw_payload=raw_payload,
-                                    max_rows=max_rows, max_seconds=max_seconds, pages_per_commit=pages_per_commit,
-                                    on_progress=on_progress).run(since, until))
-            if out[-1].stop:  # unreachable venue or unwritable warehouse: the next symbol would fail the same way
-                return out
+    for stream, symbol in units:
+        out.append(StreamIngest(sink, registry, connector, stream, symbol, raw_payload=raw_payload,
+                                max_rows=max_rows, max_seconds=max_seconds, pages_per_commit=pages_per_commit,
+                                on_progress=on_progress).run(since, until))
+        if out[-1].stop:  # unreachable venue or unwritable warehouse: the next symbol would fail the same way
+            return out
     return out

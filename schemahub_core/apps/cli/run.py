@@ -115,22 +115,30 @@ def _print_run(stats: list[Any], as_json: bool) -> None:
 @run_group.command(name="ingest")
 @click.argument("sources", nargs=-1, required=True)
 @_run_options
+@click.option("--shard", "shard_text", metavar="I/N",
+              help="Run only shard I of N (1 <= I <= N): the (source, stream, symbol) units are split by a "
+                   "stable hash, so N processes or hosts on a shared catalog each land their part.")
 @pass_ctx
 def run_ingest_cmd(ctx: Context, sources: tuple[str, ...], symbols: str | None, since: str | None,
                    until: str | None, commit_rows: int, commit_seconds: float, pages_per_commit: int | None,
-                   as_json: bool) -> None:
+                   as_json: bool, shard_text: str | None) -> None:
     """Land SOURCES (``binance`` or ``binance.trades``) into their raw tables, exactly once.
 
     Without --since, continues forward from the newest covered point; with --since/--until, lands exactly
     the parts of that window not covered yet (see `schemahub status` for covered ranges and holes).
     """
     from schemahub_core.apps.pipeline import run_ingest
+    from schemahub_core.engine.shards import Shard
 
+    try:
+        shard = Shard.parse(shard_text) if shard_text is not None else None
+    except ConfigError as exc:
+        fail(str(exc))
     symbol_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
     stats = _run_engine(as_json, lambda on_progress: run_ingest(
         ctx.settings, ctx.registry, sources, symbols=symbol_list, since=parse_time(since), until=parse_time(until),
         pages_per_commit=pages_per_commit, commit_rows=commit_rows, commit_seconds=commit_seconds,
-        on_progress=on_progress))
+        on_progress=on_progress, shard=shard))
     _print_run(stats, as_json)
 
 
