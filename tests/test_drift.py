@@ -13,6 +13,7 @@ from schemahub_core.apps.pipeline import run_ingest, run_unify
 from schemahub_core.apps.schema import apply, check, propose
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.engine.drift import observe
+from schemahub_core.engine.state import watermark_rows
 from schemahub_core.engine.tables import init_tables
 from schemahub_core.framework.config import Settings, default_catalog
 from schemahub_core.framework.registry import get_registry
@@ -157,6 +158,65 @@ def test_a_field_no_target_declares_becomes_a_new_nullable_unified_column(tmp_pa
     assert sum(s.landed for s in again) == 0
     assert run_unify(settings, registry, "trades_unified").unified == 0
     assert _unified_flags(catalog) == flags
+
+
+def _raw_flags(catalog) -> dict[int, str | None]:
+    rows = catalog.load_table((NS, "raw_binance_trades")).scan(selected_fields=("id", "venue_flag")).to_arrow()
+    ids = list(map(int, rows["id"].to_pylist()))
+    assert len(ids) == len(set(ids))  # never doubled
+    return dict(zip(ids, rows["venue_flag"].to_pylist(), strict=True))
+
+
+def test_backfill_fills_old_rows_from_the_payload_exactly_once_through_kills(tmp_path, home, sandbox):  # noqa: F811
+    config = tmp_path / "config"  # where the CLI, run from tmp_path, finds the override files
+    settings = Settings(home=home, catalog=default_catalog(home), mappings_dir=config / "mappings",
+                        streams_dir=config / "streams", targets_dir=config / "targets",
+                        connectors={"binance": sandbox.connector_options("binance", page_size=200)})
+    registry = get_registry()
+    catalog = open_catalog(settings)
+    init_tables(catalog, NS, registry)
+    sandbox.inject("binance", "new_field", field="venue_flag", value="X", after=DRIFT_AT.isoformat())
+    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], since=T0, until=T1, pages_per_commit=1)
+    run_unify(settings, registry, "trades_unified")
+    apply(propose(check(catalog, NS, registry), registry, settings), catalog, settings, registry)
+    registry = apply_overrides(get_registry(), settings.streams_dir, settings.targets_dir)
+    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], until=T2)
+    before, drifted, new = _ids(sandbox, T0, DRIFT_AT), _ids(sandbox, DRIFT_AT, T1), _ids(sandbox, T1, T2)
+    assert before and drifted and all(v is None for a, v in _raw_flags(catalog).items() if a not in new)
+    raw = catalog.load_table((NS, "raw_binance_trades"))
+    snapshot, coverage = raw.current_snapshot().snapshot_id, watermark_rows(catalog, NS, registry)
+    files = len(list(raw.scan().plan_files()))
+
+    env = {"SCHEMAHUB_LOAD_PLUGINS": "binance"}
+    killed = run_cli("schema", "backfill", env={**env, "SCHEMAHUB_TEST_FAULT": "backfill.before-commit:1"},
+                     check=False)
+    assert killed.returncode == -9, killed.stderr
+    assert catalog.load_table((NS, "raw_binance_trades")).current_snapshot().snapshot_id == snapshot  # nothing
+    killed = run_cli("schema", "backfill", env={**env, "SCHEMAHUB_TEST_FAULT": "backfill.after-commit:1"},
+                     check=False)
+    assert killed.returncode == -9, killed.stderr
+    raw = catalog.load_table((NS, "raw_binance_trades"))
+    newest = raw.current_snapshot()
+    assert newest.snapshot_id != snapshot and newest.summary.operation.value == "overwrite"
+    (rerun,) = json.loads(run_cli("schema", "backfill", "--json", env=env).stdout)
+    assert (rerun["files_rewritten"], rerun["rows_filled"], rerun["error"]) == (0, 0, None)  # nothing left to fill
+    assert rerun["files_checked"] > 0  # the files of rows whose payload lacks the field are looked at, not rewritten
+
+    flags = _raw_flags(catalog)
+    assert sorted(flags) == sorted(before + drifted + new)  # every row once: none lost, none doubled
+    assert all(flags[a] == "X" for a in drifted + new)  # rows landed before the column now carry it
+    assert all(flags[a] is None for a in before)  # their payload has no such field
+    assert len(list(raw.scan().plan_files())) == files  # each rewritten file replaced one for one
+    assert watermark_rows(catalog, NS, registry) == coverage  # coverage and progress survive the rewrite
+    assert check(catalog, NS, registry) == []
+
+    # the pipeline goes on exactly once over the rewritten files
+    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], until=T3)
+    assert sum(s.landed for s in run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], since=T0,
+                                            until=T3)) == 0
+    run_unify(settings, registry, "trades_unified")
+    assert sorted(_unified_flags(catalog)) == sorted(str(a) for a in _ids(sandbox, T0, T3))
+    assert run_unify(settings, registry, "trades_unified").unified == 0
 
 
 def test_schema_cli_reports_drift_and_exits_non_zero(tmp_path, home, sandbox):  # noqa: F811

@@ -13,7 +13,9 @@ A proposal for each new field has three parts, as the seed's goal asks:
   rows it lands from then on and rows unified before read null.
 
 ``propose`` is a dry run; ``apply`` validates first (the override parses, the patched mapping checks against the
-registry), then evolves the raw table and writes the files.
+registry), then evolves the raw table and writes the files. ``backfill`` (``--apply --backfill``, or
+``schemahub schema backfill`` later) fills the added raw columns of rows landed before from their
+``_raw_payload`` (``maintenance.backfill``: a rewrite of exactly the files it fills).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 
 from schemahub_core.engine.drift import FieldDrift, infer_type, report
+from schemahub_core.engine.maintenance import BackfillReport
+from schemahub_core.engine.maintenance import backfill as backfill_column
 from schemahub_core.engine.tables import ensure_table, iceberg_field_type, raw_table_name, target_def
 from schemahub_core.framework.config import Settings
 from schemahub_core.framework.connector import RAW_META_COLUMNS, Column
@@ -154,3 +158,23 @@ def apply(proposals: list[Proposal], catalog: Catalog, settings: Settings, regis
         path.write_text(text)
         done.append(f"{path}: the mapping, now with the new field")
     return done
+
+
+def backfill(catalog: Catalog, settings: Settings, registry: Registry,
+             only: list[tuple[str, str, str]] | None = None) -> list[BackfillReport]:
+    """Fill each column the stream overrides add (``config/streams/``) from ``_raw_payload``, where it is null.
+
+    ``only``: (source, stream, column) triples, e.g. the proposals just applied. A raw table without the column
+    yet (not evolved) is skipped.
+    """
+    reports = []
+    for (source, stream), columns in sorted(load_overrides(Path(settings.streams_dir)).items()):
+        identifier = (settings.namespace, raw_table_name(source, stream))
+        try:
+            names = catalog.load_table(identifier).schema().column_names
+        except NoSuchTableError:
+            continue
+        for column in columns:
+            if (only is None or (source, stream, column.name) in only) and column.name in names:
+                reports.append(backfill_column(catalog, identifier, column, registry.transforms))
+    return reports

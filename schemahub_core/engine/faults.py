@@ -18,7 +18,9 @@ to open a race window for a concurrent writer) and ``errno=<n>`` (an ``OSError``
 file system raises it: 30 read-only, 28 disk full; for storage-failure tests where a real read-only or full
 file system cannot be mounted). Unset, it costs one lookup.
 
-Points beyond the commits: ``watermarks.before-write`` (``rebuild_watermarks`` has computed the mirror).
+Points beyond the commits: ``watermarks.before-write`` (``rebuild_watermarks`` has computed the mirror);
+``compact.before-commit`` / ``compact.after-commit`` and ``backfill.before-commit`` / ``backfill.after-commit``
+around a maintenance rewrite's swap of files (the rewritten files are written before it).
 """
 
 from __future__ import annotations

@@ -16,19 +16,28 @@ A compaction commit carries the table's ``schemahub.*`` progress forward unchang
 Commits race with the engine safely: the tables allow no silent pyiceberg retry, so a conflicting
 expiry is planned again from the fresh table, and a compaction (files rewritten once) retries only its
 commit on top of the newer engine commits, carrying the progress it finds there.
+
+``backfill`` is the same rewrite with a change: a column added to a raw table after rows landed
+(``schema propose``) is filled from each row's ``_raw_payload`` in exactly the files where that fills a
+null, swapped for their rewrites in one overwrite commit (``backfill.before-commit`` / ``-after-commit``
+are its fault points). Rows are neither lost nor doubled (the commit deletes the files it rewrote, and
+fails if another rewrite removed one first), and a rerun finds nothing left to fill.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import (
     CommitFailedException,
@@ -42,8 +51,12 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
 from schemahub_core.engine.coverage import index_snapshots
+from schemahub_core.engine.faults import fault_point
+from schemahub_core.engine.raw import payload_column
 from schemahub_core.engine.sink import PROGRESS_PREFIX, progress_of
 from schemahub_core.engine.state import SOURCE
+from schemahub_core.framework.connector import Column
+from schemahub_core.framework.transforms import Transform
 
 # marks maintenance snapshots; deliberately outside PROGRESS_PREFIX so the engine never carries it
 MARKER = "schemahub-maintenance"
@@ -143,32 +156,71 @@ def _partition_groups(table: Table, small_file_bytes: int) -> list[list[Any]]:
     return [tasks for (spec_id, _), tasks in groups.items() if len(tasks) > 1 or spec_id != current]
 
 
-def _rewrite(table: Table, groups: list[list[Any]], commit_uuid: uuid.UUID) -> tuple[list[Any], list[Any]]:
-    """Read each group and write it back as few files; (files to delete, files to add). Nothing committed."""
+def _rewrite(table: Table, groups: list[list[Any]], commit_uuid: uuid.UUID,
+             change: Callable[[pa.Table], pa.Table] | None = None) -> tuple[list[Any], list[Any]]:
+    """Read each group, apply ``change``, write it back as few files; (files to delete, files to add).
+
+    Nothing is committed here; a rewrite that would change the row count raises instead.
+    """
     metadata = table.metadata
     deletes, adds = [], []
+    # one counter for the whole rewrite: file names are <counter>-<uuid>, so two groups writing into the same
+    # partition directory (files of one partition, or an old spec's and the current spec's) never collide
+    counter = itertools.count(0)
     for tasks in groups:
         data = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(tasks)
-        written = list(_dataframe_to_data_files(metadata, data, table.io, write_uuid=commit_uuid))
+        if change is not None:
+            data = change(data)
+        written = list(_dataframe_to_data_files(metadata, data, table.io, write_uuid=commit_uuid, counter=counter))
         rows_in = sum(task.file.record_count for task in tasks)
         rows_out = sum(f.record_count for f in written)
         if not rows_in == data.num_rows == rows_out:  # never commit a rewrite that changes the data
-            raise RuntimeError(f"compaction of {table.name()} read {data.num_rows} of {rows_in} rows and "
+            raise RuntimeError(f"rewrite of {table.name()} read {data.num_rows} of {rows_in} rows and "
                                f"wrote {rows_out}; nothing committed")
         deletes += [task.file for task in tasks]
         adds += written
     return deletes, adds
 
 
+def _commit_rewrite(catalog: Catalog, identifier: tuple[str, str], deletes: list[Any], adds: list[Any],
+                    commit_uuid: uuid.UUID, marker: str, attempts: int) -> int | None:
+    """Swap ``deletes`` for ``adds`` in one overwrite carrying the table's progress; the snapshot id, or None when
+    another rewrite removed one of those files first.
+
+    Only this cheap commit is retried when an engine commit lands first, so a busy table cannot starve a
+    rewrite. Appends never touch the files being replaced, so the swap stays valid on top of them; each
+    attempt carries the progress read from the table it commits onto, never an older one.
+    """
+    for attempt in range(attempts):
+        table = catalog.load_table(identifier)
+        tx = table.transaction()
+        props = {**progress_of(table), MARKER: marker}
+        try:
+            with tx.update_snapshot(snapshot_properties=props).overwrite(commit_uuid) as rewrite:
+                for data_file in deletes:
+                    rewrite.delete_data_file(data_file)
+                for data_file in adds:
+                    rewrite.append_data_file(data_file)
+            fault_point(f"{marker}.before-commit")
+            committed = tx.commit_transaction()
+            fault_point(f"{marker}.after-commit")
+            snapshot = committed.current_snapshot()
+            return snapshot.snapshot_id if snapshot is not None else None
+        except ValidationException:
+            return None  # some of those files are gone: another maintenance run rewrote them
+        except (CommitFailedException, CommitStateUnknownException):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
+    return None
+
+
 def compact(catalog: Catalog, identifier: tuple[str, str], small_file_bytes: int = SMALL_FILE_BYTES,
             attempts: int = COMMIT_ATTEMPTS) -> int:
     """Rewrite each partition's small files into as few files as the target size allows; one commit.
 
-    The expensive part (read, write) runs once; only the cheap commit is retried when an engine
-    commit lands first, so a busy table cannot starve compaction. Appends never touch the files
-    being replaced, so the swap stays valid on top of them; each attempt carries the progress read
-    from the table it commits onto, never an older one. Returns the number of partitions rewritten
-    (0 if another compaction replaced those files first).
+    The expensive part (read, write) runs once; only the commit is retried (``_commit_rewrite``).
+    Returns the number of partitions rewritten (0 if another compaction replaced those files first).
     """
     table = catalog.load_table(identifier)
     groups = _partition_groups(table, small_file_bytes)
@@ -176,25 +228,76 @@ def compact(catalog: Catalog, identifier: tuple[str, str], small_file_bytes: int
         return 0
     commit_uuid = uuid.uuid4()
     deletes, adds = _rewrite(table, groups, commit_uuid)
-    for attempt in range(attempts):
-        table = catalog.load_table(identifier)
-        tx = table.transaction()
-        props = {**progress_of(table), MARKER: "compact"}
-        try:
-            with tx.update_snapshot(snapshot_properties=props).overwrite(commit_uuid) as rewrite:
-                for data_file in deletes:
-                    rewrite.delete_data_file(data_file)
-                for data_file in adds:
-                    rewrite.append_data_file(data_file)
-            tx.commit_transaction()
-            return len(groups)
-        except ValidationException:
-            return 0  # some of those files are gone: another maintenance run compacted them
-        except (CommitFailedException, CommitStateUnknownException):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
-    return 0
+    if _commit_rewrite(catalog, identifier, deletes, adds, commit_uuid, "compact", attempts) is None:
+        return 0
+    return len(groups)
+
+
+PAYLOAD = "_raw_payload"
+
+
+@dataclass
+class BackfillReport:
+    """What ``backfill`` did to one column of one raw table."""
+
+    table: str
+    column: str
+    files_checked: int = 0  # files with a null in the column (or written before it existed)
+    files_rewritten: int = 0
+    rows_rewritten: int = 0
+    rows_filled: int = 0  # nulls that the payload filled
+    snapshot_id: int | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def backfill(catalog: Catalog, identifier: tuple[str, str], column: Column, transforms: Mapping[str, Transform],
+             attempts: int = COMMIT_ATTEMPTS) -> BackfillReport:
+    """Fill ``column`` of a raw table from ``_raw_payload`` where it is null; rewrite exactly those files.
+
+    Files whose statistics show no null in the column are not read; the others are probed on two columns
+    (the column and the payload), and only those where the payload fills a null are rewritten, whole, in
+    one overwrite commit (see the module docstring). A payload without the field leaves the null.
+    """
+    table = catalog.load_table(identifier)
+    schema = table.schema()
+    report = BackfillReport(identifier[1], column.name)
+    field_id = schema.find_field(column.name).field_id
+    probe = schema.select(column.name, PAYLOAD)
+
+    def fill(data: pa.Table) -> pa.Table:
+        i = data.schema.get_field_index(column.name)
+        parsed = payload_column(data.column(PAYLOAD), column, transforms)
+        filled = pc.coalesce(data.column(i).combine_chunks(), parsed.cast(data.schema.field(i).type))
+        return data.set_column(i, data.schema.field(i), filled)
+
+    groups = []
+    for task in table.scan().plan_files() if table.current_snapshot() else []:
+        f = task.file
+        nulls = (f.null_value_counts or {}).get(field_id, 0) if field_id in (f.value_counts or {}) \
+            else f.record_count
+        if task.delete_files or not nulls:
+            continue
+        report.files_checked += 1
+        data = ArrowScan(table.metadata, table.io, probe, AlwaysTrue()).to_table([task])
+        gained = data.column(column.name).null_count - fill(data).column(column.name).null_count
+        if gained > 0:
+            groups.append([task])
+            report.rows_filled += gained
+            report.rows_rewritten += f.record_count
+    if not groups:
+        return report
+    commit_uuid = uuid.uuid4()
+    deletes, adds = _rewrite(table, groups, commit_uuid, fill)
+    report.snapshot_id = _commit_rewrite(catalog, identifier, deletes, adds, commit_uuid, "backfill", attempts)
+    if report.snapshot_id is None:
+        report.error = "another rewrite replaced some of these files first: run backfill again"
+        report.rows_filled = report.rows_rewritten = 0
+        return report
+    report.files_rewritten = len(groups)
+    return report
 
 
 def expire(table: Table, older_than: datetime, keep: set[int]) -> tuple[int, list[int]]:

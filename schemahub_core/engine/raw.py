@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 
 from schemahub_core.engine.tables import raw_schema
 from schemahub_core.framework.connector import Column, Stream
@@ -145,3 +146,46 @@ def cast_records(
 
 def _payload_any(record: Any) -> str:
     return _payload(record) if isinstance(record, Mapping) else json.dumps(record, default=str)
+
+
+_JSON_TYPES = (pa.string(), pa.int64(), pa.float64(), pa.bool_())  # what a JSON scalar reads as
+
+
+def payload_column(payloads: pa.ChunkedArray | pa.Array, column: Column, transforms: Mapping[str, Transform]
+                   ) -> pa.Array:
+    """``column`` as ingest would have cast it, parsed from the records' JSON ``payloads`` (``_raw_payload``).
+
+    For a column added after rows landed (``schema propose``): one vectorized JSON read of the payloads, as
+    NDJSON, keeping only the record key; then the column's cast. Payloads that are not JSON objects, or lack
+    the key, give null; so do values that do not cast (ingest would have quarantined such a record).
+    """
+    n = len(payloads)
+    if n == 0:
+        return pa.nulls(0, column.type)
+    text = pc.fill_null(payloads.combine_chunks() if isinstance(payloads, pa.ChunkedArray) else payloads, "{}")
+    text = pc.if_else(pc.starts_with(pc.utf8_ltrim_whitespace(text), "{"), text, "{}")
+    ndjson = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), text), "\n")[0].as_py()
+    values: pa.Array | None = None
+    for json_type in _JSON_TYPES:  # the JSON type the venue sends; mixed types fall back below
+        options = pj.ParseOptions(explicit_schema=pa.schema([pa.field(column.record_key, json_type)]),
+                                  unexpected_field_behavior="ignore", newlines_in_values=True)
+        try:
+            parsed = pj.read_json(pa.BufferReader(ndjson.encode()), parse_options=options)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        if parsed.num_rows == n:
+            values = parsed.column(0).combine_chunks()
+            break
+    if values is None:  # mixed JSON types (or a payload the reader cannot split): the ingest path, row by row
+        records = [json.loads(t) for t in text.to_pylist()]
+        values = _to_array([r.get(column.record_key) if isinstance(r, Mapping) else None for r in records])
+    try:
+        return _cast_column(column, values, transforms)
+    except Exception:  # some values do not cast: those stay null, the rest are kept
+        out = []
+        for value in values.to_pylist():
+            try:
+                out.append(_cast_column(column, _to_array([value]), transforms)[0].as_py())
+            except Exception:
+                out.append(None)
+        return pa.array(out, column.type)
