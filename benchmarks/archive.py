@@ -85,12 +85,12 @@ def run(quick: bool, workdir: Path) -> list[Result]:
 
         wh = fresh_warehouse(workdir / "wh")
         started = time.perf_counter()
-        stats = backfill(wh.catalog, wh.namespace, wh.registry, "binance", since=FIRST_DAY, until=until,
-                         symbols=["BTC-USDT"], options=sandbox.connector_options("binance"))
+        stats = backfill(wh.catalog, wh.namespace, wh.registry, "binance", stream="agg_trades", since=FIRST_DAY,
+                         until=until, symbols=["BTC-USDT"], options=sandbox.connector_options("binance"))
         engine_s = time.perf_counter() - started
     failed = [s.error for s in stats if s.error]
     assert not failed, failed
-    landed = wh.table("raw_binance_trades").scan(selected_fields=("a",)).to_arrow()
+    landed = wh.table("raw_binance_agg_trades").scan(selected_fields=("a",)).to_arrow()
     assert landed.num_rows == floor_rows and pc.count_distinct(landed["a"]).as_py() == floor_rows, \
         "the backfill lost or doubled rows"
     engine_rate, floor_rate = floor_rows / engine_s, floor_rows / floor_s

@@ -224,3 +224,29 @@ def test_a_venue_without_archives_or_an_unknown_one_is_refused_before_any_write(
     with pytest.raises(KeyError, match="unknown source 'nope'"):
         backfill(catalog, NS, get_registry(), "nope", since=D7, until=D8)
     assert (NS,) not in catalog.list_namespaces()  # refused before any table was made
+
+
+def test_csv_batches_type_columns_keep_each_line_and_skip_headers_and_blank_lines(tmp_path):
+    """The shared reader plugins use: blocks cut at line ends, a header skipped, CRLF and blank lines, a last
+    line without a newline, True/False only."""
+    import zipfile
+
+    from schemahub_core import ArchiveError, csv_batches
+
+    lines = [f"{i},{i / 8:.8f},{'True' if i % 3 else 'False'}" for i in range(1, 2001)]
+    text = "id,price,flag\r\n" + "\r\n".join(lines[:1000]) + "\r\n\r\n" + "\n".join(lines[1000:])  # no last \n
+    path = tmp_path / "X-trades-2024-02-07.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("X-trades-2024-02-07.csv", text)
+    batches = list(csv_batches(path, path.name, ["id", "price", "flag"], block_size=4096,
+                               types={"id": pa.int64(), "price": pa.float64(), "flag": pa.bool_()}))
+    rows = pa.Table.from_batches(batches)
+    assert len(batches) > 5 and rows.column("_raw_payload").to_pylist() == lines
+    assert rows.column("id").to_pylist() == list(range(1, 2001))
+    assert rows.column("price").to_pylist() == [float(line.split(",")[1]) for line in lines]
+    assert rows.column("flag").to_pylist() == [line.endswith("True") for line in lines]
+    bad = tmp_path / "X-trades-2024-02-08.zip"
+    with zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("X-trades-2024-02-08.csv", "1,0.5,True\n2,0.5,yes\n")
+    with pytest.raises(ArchiveError, match="X-trades-2024-02-08.zip: cannot read"):
+        list(csv_batches(bad, bad.name, ["id", "price", "flag"], types={"flag": pa.bool_()}))

@@ -71,8 +71,9 @@ class StagingSink(Sink, Protocol):
     ``staged_keys`` reads the key columns back from them, ``publish_staged`` commits them all at once.
     """
 
-    def stage(self, target: str, batch: pa.Table) -> list[DataFile]:
-        """Write ``batch`` as data files of ``target`` without committing them."""
+    def stage(self, target: str, batch: pa.Table, write: Mapping[str, str] | None = None) -> list[DataFile]:
+        """Write ``batch`` as data files of ``target`` without committing them (``write``: writer properties
+        for these files only, over the table's)."""
 
     def staged_keys(self, target: str, files: Iterable[DataFile], key: Iterable[str]) -> pa.Table:
         """The ``key`` columns of staged ``files``."""
@@ -181,6 +182,17 @@ class Commit:
     append: Callable[[Transaction, dict[str, str]], None] | None = None  # stages it; default: append ``batch``
 
 
+def append_files(files: list[DataFile]) -> Callable[[Transaction, dict[str, str]], None]:
+    """A ``Commit.append`` adding data files written ahead (``stage``) in one fast append."""
+
+    def append(tx: Transaction, props: dict[str, str]) -> None:
+        with tx.update_snapshot(snapshot_properties=props).fast_append() as fast:
+            for data_file in files:
+                fast.append_data_file(data_file)
+
+    return append
+
+
 class IcebergSink:
     """The built-in sink: one Iceberg append per publish, progress in the snapshot summary."""
 
@@ -205,11 +217,14 @@ class IcebergSink:
         return self._commit(target, lambda tx, props: tx.append(batch, snapshot_properties=props),
                             progress, expect, stage)
 
-    def stage(self, target: str, batch: pa.Table) -> list[DataFile]:
+    def stage(self, target: str, batch: pa.Table, write: Mapping[str, str] | None = None) -> list[DataFile]:
         if batch.num_rows == 0:
             return []
         table = self._load(target)
-        return list(_dataframe_to_data_files(table_metadata=table.metadata, df=batch, io=table.io))
+        metadata = table.metadata
+        if write:  # pyiceberg's writer reads its options from the metadata's properties: a copy, not a commit
+            metadata = metadata.model_copy(update={"properties": {**metadata.properties, **write}})
+        return list(_dataframe_to_data_files(table_metadata=metadata, df=batch, io=table.io))
 
     def staged_keys(self, target: str, files: Iterable[DataFile], key: Iterable[str]) -> pa.Table:
         table = self._load(target)
@@ -227,12 +242,7 @@ class IcebergSink:
         expect: Mapping[str, str | None] | None = None,
         stage: str = "unify",
     ) -> int | None:
-        def append(tx: Transaction, props: dict[str, str]) -> None:
-            with tx.update_snapshot(snapshot_properties=props).fast_append() as fast:
-                for data_file in files:
-                    fast.append_data_file(data_file)
-
-        return self._commit(target, append, progress, expect, stage)
+        return self._commit(target, append_files(files), progress, expect, stage)
 
     def _commit(
         self,

@@ -56,10 +56,10 @@ def test_a_real_spot_file_streams_every_row_with_its_line_as_payload():
     lines = PEPE_CSV.read_text().splitlines()  # the recorded byte-exact first 2,000 lines of the member
     assert rows.column("_raw_payload").to_pylist()[:2000] == lines
     first = rows.slice(0, 1).to_pylist()[0]
-    assert first["symbol"] == "PEPEUSDT" and first["a"] == "60953854" and first["p"] == "0.00000908"
+    assert first["symbol"] == "PEPEUSDT" and first["a"] == 60953854 and first["p"] == 0.00000908
     assert first["T"] == datetime(2024, 10, 27, 0, 0, 2, 368000, tzinfo=UTC)  # 1729987202368 ms
     assert (first["m"], first["M_best_match"]) == (False, True)  # M lands as M_best_match, as from REST
-    ids = [int(a) for a in rows.column("a").to_pylist()]
+    ids = rows.column("a").to_pylist()
     assert ids == list(range(ids[0], ids[0] + len(ids)))  # contiguous aggregate ids, in file order
     times = rows.column("T").to_pylist()
     assert times[0] >= day and times[-1] < day + timedelta(days=1) and times == sorted(times)

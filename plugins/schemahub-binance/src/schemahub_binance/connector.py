@@ -44,7 +44,7 @@ from schemahub_core import (
     Stream,
     VenuePolicy,
     archive_periods,
-    csv_text_batches,
+    csv_batches,
     fetch_text,
     parse_checksum,
     venue_session,
@@ -133,7 +133,8 @@ POLICY = VenuePolicy(
 
 
 def archive_timestamps(text: pa.Array, file: ArchiveFile) -> pa.Array:
-    """A spot archive's time column (integer text) to timestamp[us, UTC]: ms before 2025-01-01, µs from then on.
+    """A spot archive's time column (integers, or their text) to timestamp[us, UTC]: ms before 2025-01-01, µs
+    from then on.
 
     Instants outside the file's day or month (a day of slack) are refused: the sign of a wrong time unit.
     """
@@ -148,16 +149,6 @@ def archive_timestamps(text: pa.Array, file: ArchiveFile) -> pa.Array:
                            f"{file.start.date()} .. {file.end.date()}: spot files use ms before 2025-01-01, "
                            "µs from then on")
     return pc.cast(ints, TS)
-
-
-def _flags(text: pa.Array, column: str, name: str) -> pa.Array:
-    """``True``/``False`` (spot) or ``true``/``false`` (futures) to booleans; anything else is an error."""
-    lower = pc.utf8_lower(text)
-    known = pc.is_in(lower, pa.array(["true", "false"]))
-    if not pc.all(known).as_py():
-        raise ArchiveError(f"{name}: column {column!r} holds {text.filter(pc.invert(known))[0].as_py()!r}, "
-                           "expected True/False")
-    return pc.equal(lower, "true")
 
 
 def _first_ms(moment: datetime) -> int:
@@ -231,21 +222,20 @@ class BinanceConnector(Connector):
     def read_archive(self, file: ArchiveFile, path: Path) -> Iterator[pa.RecordBatch]:
         """aggTrades rows ``agg id, price, qty, first id, last id, time, buyer is maker, best match`` as the
         ``agg_trades`` raw columns, or trades rows ``id, price, qty, quoteQty, time, buyer is maker, best match``
-        as the ``trades`` ones (no header on spot files; a header line, as USD-M files have, is skipped)."""
+        as the ``trades`` ones (no header on spot files; a header line, as USD-M files have, is skipped).
+
+        The CSV reader parses each column straight into its raw type (Arrow's number parser, the one the
+        stream's ``to_double`` cast uses on REST text, so the values are the same); only ``trades``' id stays
+        text, as REST's id is cast ``to_string``. Times are ms or µs by the file's date."""
         names = list(ARCHIVE_COLUMNS[file.stream])
-        columns = [f"c{i}" for i in range(len(names))]
-        flags = {names[-2], names[-1]}
-        time_column = self.streams[file.stream].event_time
+        stream = self.streams[file.stream]
+        raw = {c.name: c.type for c in stream.columns}
+        types = {name: pa.int64() if name == stream.event_time else raw[name] for name in names}
         native = self.native_symbol(file.symbol)
-        for batch in csv_text_batches(path, file.name, columns):
+        for batch in csv_batches(path, file.name, names, types=types):
             arrays = [pa.repeat(pa.scalar(native, pa.string()), batch.num_rows)]
-            for name, text in zip(names, batch.columns[:len(names)], strict=True):
-                if name == time_column:
-                    arrays.append(archive_timestamps(text, file))
-                elif name in flags:
-                    arrays.append(_flags(text, name, file.name))
-                else:
-                    arrays.append(text)  # numbers stay text: the stream's casts read them as from REST
+            for name, column in zip(names, batch.columns[:len(names)], strict=True):
+                arrays.append(archive_timestamps(column, file) if name == stream.event_time else column)
             arrays.append(batch.column(len(names)))
             yield pa.RecordBatch.from_arrays(arrays, names=["symbol", *names, "_raw_payload"])
 
