@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from pyiceberg.catalog import Catalog
 
@@ -153,13 +154,33 @@ def run_ingest(
     return stats
 
 
+ENGINES = ("embedded", "spark")
+
+
 def run_unify(settings: Settings, registry: Registry, target: str, *, catalog: Catalog | None = None,
-              memory_mb: int | None = None) -> RunStats:
-    """One incremental, idempotent unify of ``target`` from all its mappings, within ``memory_mb`` (or the setting)."""
+              memory_mb: int | None = None, engine: str = "embedded", spark: Any = None) -> RunStats:
+    """One incremental, idempotent unify of ``target`` from all its mappings, within ``memory_mb`` (or the setting).
+
+    ``engine="spark"`` runs the mappings on Spark (``engine/spark_unify.py``) on the session ``spark``, or one
+    built from the ``spark_master`` / ``spark_conf`` settings; the commit is the same.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r} (engines: {', '.join(ENGINES)})")
     catalog = catalog or open_catalog(settings)
     sink_cls = registry.sinks.get(settings.sink)
     sink = sink_cls(catalog, settings.namespace) if sink_cls is not None else None
-    return unify(catalog, settings.namespace, registry, target, target_mappings(settings, registry, target),
+    mappings = target_mappings(settings, registry, target)
+    if engine == "spark":
+        from schemahub_core.engine.spark import check_setup, settings_session
+        from schemahub_core.engine.spark_unify import spark_unify
+
+        for mapping in mappings:  # a bad mapping or a missing Java fails before anything starts
+            check_mapping(mapping, registry)
+        if spark is None:
+            check_setup()
+        return spark_unify(spark or (lambda: settings_session(settings, "schemahub-unify")), catalog,
+                           settings.namespace, registry, target, mappings, sink=sink)
+    return unify(catalog, settings.namespace, registry, target, mappings,
                  sink=sink, memory_mb=memory_mb or settings.unify_memory_mb)
 
 
@@ -177,8 +198,19 @@ def run_pipeline(
     on_progress: Callable[[RunStats], None] | None = None,
     catalog: Catalog | None = None,
     memory_mb: int | None = None,
+    engine: str = "embedded",
+    spark: Any = None,
 ) -> list[RunStats]:
-    """Ingest every source mapped into ``target``, then unify it; the stats of every step."""
+    """Ingest every source mapped into ``target``, then unify it (on ``engine``); the stats of every step.
+
+    Ingest is always embedded (it is bound by the venues, not by compute); ``engine`` is the unify step's.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r} (engines: {', '.join(ENGINES)})")
+    if engine == "spark" and spark is None:
+        from schemahub_core.engine.spark import check_setup
+
+        check_setup()  # before ingest writes anything
     mappings = target_mappings(settings, registry, target)
     if not mappings:
         raise ConfigError(f"no installed venue is mapped into {target}: install one (pip install schemahub-<venue>) "
@@ -195,5 +227,6 @@ def run_pipeline(
                        commit_seconds=commit_seconds, on_progress=on_progress, catalog=catalog)
     if any(s.stop == "run" for s in stats):
         return stats  # the warehouse refuses writes: unify would fail the same way
-    stats.append(run_unify(settings, registry, target, catalog=catalog, memory_mb=memory_mb))
+    stats.append(run_unify(settings, registry, target, catalog=catalog, memory_mb=memory_mb, engine=engine,
+                           spark=spark))
     return stats

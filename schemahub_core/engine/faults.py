@@ -13,14 +13,18 @@ exact places that matter. The engines call ``fault_point(name)`` there:
 ``SCHEMAHUB_TEST_FAULT=<point>:<n>[:<action>][,...]`` fires at the ``n``-th time
 ``point`` is reached in this process. Actions: ``kill`` (SIGKILL itself, the
 default), ``raise`` (a lost response: ``InjectedFault``, a ``ConnectionError``,
-whose outcome the engine must treat as unknown) and ``sleep=<seconds>`` (stall,
-to open a race window for a concurrent writer) and ``errno=<n>`` (an ``OSError`` with that errno, as the
+whose outcome the engine must treat as unknown), ``sleep=<seconds>`` (stall,
+to open a race window for a concurrent writer), ``wait=<path>`` (create ``<path>.reached``, then block
+until ``<path>`` exists: a race made deterministic, the test decides when the writer goes on) and
+``errno=<n>`` (an ``OSError`` with that errno, as the
 file system raises it: 30 read-only, 28 disk full; for storage-failure tests where a real read-only or full
 file system cannot be mounted). Unset, it costs one lookup.
 
 Points beyond the commits: ``watermarks.before-write`` (``rebuild_watermarks`` has computed the mirror);
 ``compact.before-commit`` / ``compact.after-commit`` and ``backfill.before-commit`` / ``backfill.after-commit``
-around a maintenance rewrite's swap of files (the rewritten files are written before it).
+around a maintenance rewrite's swap of files (the rewritten files are written before it);
+the Spark unify engine's ``spark.mapped`` (the driver has the mapped rows' day counts, nothing is written) and
+``spark.task`` (on an executor: one task's data files are written; a kill there is a lost executor).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import os
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 
 ENV = "SCHEMAHUB_TEST_FAULT"
 
@@ -64,5 +69,11 @@ def fault_point(name: str) -> None:
             raise OSError(number, f"{os.strerror(number)} (injected by {ENV} at {name})")
         elif action.startswith("sleep="):
             time.sleep(float(action.split("=", 1)[1]))
+        elif action.startswith("wait="):
+            gate = Path(action.split("=", 1)[1])
+            Path(f"{gate}.reached").touch()
+            deadline = time.monotonic() + 120
+            while not gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
         else:
-            raise ValueError(f"{ENV}: unknown action {action!r} (kill, raise, sleep=<seconds>, errno=<n>)")
+            raise ValueError(f"{ENV}: unknown action {action!r} (kill, raise, sleep=<seconds>, wait=<path>, errno=<n>)")

@@ -223,6 +223,29 @@ def base_session(master: str = "local[2]", conf: dict[str, Any] | None = None,
     return session
 
 
+def check_setup() -> None:
+    """Fail before any write when Spark cannot start here: no pyspark, no jar set, or no Java."""
+    build_jars()
+    java_home = os.environ.get("JAVA_HOME")
+    if not (java_home and Path(java_home, "bin", "java").is_file()) and shutil.which("java") is None:
+        raise SparkSetupError(f"no java on PATH and no JAVA_HOME: apt-get install -y {APT_PACKAGES.split()[0]}")
+
+
+def settings_session(settings: Settings, app_name: str = "schemahub") -> SparkSession:
+    """The session the ``--engine spark`` commands run on: ``spark_master`` and ``spark_conf`` from the settings.
+
+    A missing pyspark, jar or Java, or a JVM that does not start, is a ``SparkSetupError`` (one line, the fix);
+    in a process that already has a session (a test suite, a notebook) that session is reused.
+    """
+    check_setup()
+    try:
+        return base_session(settings.spark_master, settings.spark_conf, app_name=app_name)
+    except Exception as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = lines[0] if lines else type(exc).__name__
+        raise SparkSetupError(f"Spark did not start on {settings.spark_master}: {why[:200]}") from None
+
+
 def catalog_session(settings: Settings, base: SparkSession | None = None) -> SparkSession:
     """A session whose catalog ``<name>`` is SchemaHub's catalog (``schemahub.schemahub.<table>`` by default).
 

@@ -37,6 +37,7 @@ import resource
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -44,10 +45,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan, _read_all_delete_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.metadata import TableMetadata
 
 from schemahub_core.engine.faults import fault_point
 from schemahub_core.engine.ingest import RunStats, ensure_tables, quarantine
@@ -112,8 +115,14 @@ def read_batches(raw: Table, task: FileScanTask, columns: Sequence[str]) -> Iter
     pyiceberg's own batch reader maps whole files ahead on a thread pool and holds them,
     which is what a bounded unify must avoid.
     """
-    scan = ArrowScan(raw.metadata, raw.io, raw.schema().select(*columns), AlwaysTrue())
-    yield from scan._record_batches_from_scan_tasks_and_deletes([task], _read_all_delete_files(raw.io, [task]))
+    yield from read_file_batches(raw.metadata, raw.io, task, columns)
+
+
+def read_file_batches(metadata: TableMetadata, io: FileIO, task: FileScanTask, columns: Sequence[str],
+                      row_filter: BooleanExpression | None = None) -> Iterator[pa.RecordBatch]:
+    """``read_batches`` from a table's metadata and file IO alone: what a Spark executor has (no catalog)."""
+    scan = ArrowScan(metadata, io, metadata.schema().select(*columns), row_filter or AlwaysTrue())
+    yield from scan._record_batches_from_scan_tasks_and_deletes([task], _read_all_delete_files(io, [task]))
 
 
 def _partition_order(task: FileScanTask) -> tuple[int, str]:
@@ -122,42 +131,64 @@ def _partition_order(task: FileScanTask) -> tuple[int, str]:
     return (first if isinstance(first, int) else -1, task.file.file_path)
 
 
-def _load(catalog: Catalog, namespace: str, name: str) -> Table | None:
+def load_if_exists(catalog: Catalog, namespace: str, name: str) -> Table | None:
     try:
         return retry_transient(lambda: catalog.load_table((namespace, name)))
     except NoSuchTableError:
         return None
 
 
-def _set_aside(catalog: Catalog, namespace: str, target: Target, mapping: Mapping, raw: pa.Table,
-               mapped: pa.Table) -> tuple[pa.Table, int]:
-    """Quarantine mapped rows missing a required column (a trade without a price); return the rest.
+def find_rejects(target: Target, raw: pa.Table, mapped: pa.Table) -> tuple[pa.Table, dict[str | None, list[Rejected]]]:
+    """Mapped rows missing a required column (a trade without a price), by symbol; and the rest.
 
-    Quarantine dedups by payload, so a unify redone after a crash never sets a row aside twice.
+    Pure (no catalog), so the Spark engine runs it on its executors and quarantines on the driver.
     """
     required = [n for n in target.required_columns if n in mapped.column_names]
     if not required or mapped.num_rows == 0:
-        return mapped, 0
+        return mapped, {}
     missing = [mapped.column(n).is_null() for n in required]
     bad = missing[0] if len(missing) == 1 else functools.reduce(pc.or_, missing)
     if not pc.any(bad).as_py():
-        return mapped, 0
+        return mapped, {}
     rows = pc.indices_nonzero(bad).to_pylist()
     payloads = raw.column("_raw_payload").to_pylist() if "_raw_payload" in raw.column_names else [None] * raw.num_rows
     native = [c for c in raw.column_names if not c.startswith("_")]
     symbols = mapped.column("symbol").to_pylist() if "symbol" in mapped.column_names else [None] * mapped.num_rows
-    now = datetime.now(UTC)
-    sink = IcebergSink(catalog, namespace)
-    count = 0
     by_symbol: dict[str | None, list[Rejected]] = {}
     for i in rows:
         absent = [n for n, m in zip(required, missing, strict=True) if m[i].as_py()]
         payload = payloads[i] or json.dumps(raw.select(native).slice(i, 1).to_pylist()[0], default=str)
         by_symbol.setdefault(symbols[i], []).append(
             Rejected(i, f"{target.name}: required column(s) {', '.join(absent)} missing after mapping", payload))
-    for symbol, rejected in by_symbol.items():
-        count += quarantine(sink, mapping.connector, mapping.stream, symbol or "", rejected, now)
-    return mapped.filter(pc.invert(bad)), count
+    return mapped.filter(pc.invert(bad)), by_symbol
+
+
+def set_aside(catalog: Catalog, namespace: str, mapping: Mapping, rejected: dict[str | None, list[Rejected]],
+              now: datetime) -> int:
+    """Quarantine rejected rows; how many were new.
+
+    Quarantine dedups by payload, so a unify redone after a crash never sets a row aside twice.
+    """
+    sink = IcebergSink(catalog, namespace)
+    return sum(quarantine(sink, mapping.connector, mapping.stream, symbol or "", rows, now)
+               for symbol, rows in rejected.items())
+
+
+def _set_aside(catalog: Catalog, namespace: str, target: Target, mapping: Mapping, raw: pa.Table,
+               mapped: pa.Table) -> tuple[pa.Table, int]:
+    """Quarantine mapped rows missing a required column; return the rest and how many were set aside."""
+    kept, rejected = find_rejects(target, raw, mapped)
+    return kept, set_aside(catalog, namespace, mapping, rejected, datetime.now(UTC)) if rejected else 0
+
+
+def finish_rows(target: Target, rows: pa.Table, now: datetime) -> pa.Table:
+    """New target rows as committed: ``ingest_ts`` is the run's time, rows sorted by the time column."""
+    column = target.ingest_column
+    if column:
+        i = rows.schema.get_field_index(column)
+        rows = rows.set_column(i, rows.schema.field(i), pa.repeat(pa.scalar(now, rows.schema.field(i).type),
+                                                                  rows.num_rows))
+    return rows.sort_by(target.time_column)
 
 
 class _Writer:
@@ -202,14 +233,6 @@ class _Writer:
         if self.buffered >= self.flush_bytes:
             self.flush()
 
-    def _finish_rows(self, rows: pa.Table) -> pa.Table:
-        column = self.target.ingest_column
-        if column:
-            i = rows.schema.get_field_index(column)
-            rows = rows.set_column(i, rows.schema.field(i),
-                                   pa.repeat(pa.scalar(self.now, rows.schema.field(i).type), rows.num_rows))
-        return rows.sort_by(self.target.time_column)
-
     def flush(self) -> None:
         """Dedup the buffer day by day and stage the new rows as data files: one part, invisible until commit."""
         if not self.buffer:
@@ -225,7 +248,8 @@ class _Writer:
                 rows = known.join(rows, self.key, join_type="right anti").select(self.target.schema.names)
             if rows.num_rows == 0:
                 continue
-            rows = self._finish_rows(rows.cast(self.target.schema))  # the join drops the columns' nullability
+            # the join drops the columns' nullability
+            rows = finish_rows(self.target, rows.cast(self.target.schema), self.now)
             self.unified += rows.num_rows
             if self.staging:
                 self.staged.setdefault(day, []).extend(self.sink.stage(self.target.name, rows))  # type: ignore[attr-defined]
@@ -245,35 +269,51 @@ class _Writer:
         return self.sink.publish(self.target.name, batch, progress, expect=expect, stage="unify")
 
 
-def _attempt(catalog: Catalog, namespace: str, registry: Registry, target: Target, mappings: Sequence[Mapping],
-             sink: Sink, working: int, stats: RunStats) -> bool:
-    """One plan-read-stage-commit pass; False if another unify moved the progress first."""
-    progress = sink.progress(target.name)
-    expect: dict[str, str | None] = {}
-    new_progress: dict[str, str] = {}
+@dataclass
+class Plan:
+    """What one unify attempt reads: per source, the progress it expects and the raw files after it."""
+
+    expect: dict[str, str | None] = field(default_factory=dict)  # source key -> the consumed snapshot id
+    progress: dict[str, str] = field(default_factory=dict)  # source key -> the raw snapshot id read up to
+    work: list[tuple[Mapping, Table, FileScanTask]] = field(default_factory=list)  # in day order
+
+
+def plan_sources(catalog: Catalog, namespace: str, mappings: Sequence[Mapping], progress: dict[str, str]) -> Plan:
+    """The raw files each mapping has not unified yet, given the target's ``progress`` (both engines use it)."""
+    plan = Plan()
     work: list[tuple[tuple[int, str], int, Mapping, Table, FileScanTask]] = []
     for n, mapping in enumerate(mappings):
         key = source_key(mapping.raw_table)
-        expect[key] = progress.get(key)
-        raw = _load(catalog, namespace, mapping.raw_table)
+        plan.expect[key] = progress.get(key)
+        raw = load_if_exists(catalog, namespace, mapping.raw_table)
         snapshot = raw.current_snapshot() if raw is not None else None
         if raw is None or snapshot is None or progress.get(key) == str(snapshot.snapshot_id):
             continue
-        new_progress[key] = str(snapshot.snapshot_id)
+        plan.progress[key] = str(snapshot.snapshot_id)
         for task in new_files(raw, progress.get(key), snapshot.snapshot_id):
             work.append((_partition_order(task), n, mapping, raw, task))
-    stats.fetched, stats.scanned_files, stats.quarantined = 0, [w[4].file.file_path for w in work], 0
+    # day order: each day's keys load once
+    plan.work = [(mapping, raw, task) for _, _, mapping, raw, task in sorted(work, key=lambda w: (w[0], w[1]))]
+    return plan
+
+
+def _attempt(catalog: Catalog, namespace: str, registry: Registry, target: Target, mappings: Sequence[Mapping],
+             sink: Sink, working: int, stats: RunStats) -> bool:
+    """One plan-read-stage-commit pass; False if another unify moved the progress first."""
+    plan = plan_sources(catalog, namespace, mappings, sink.progress(target.name))
+    expect, new_progress = plan.expect, plan.progress
+    stats.fetched, stats.scanned_files, stats.quarantined = 0, [w[2].file.file_path for w in plan.work], 0
     if not new_progress:
         return True  # nothing new: no snapshot
     now = datetime.now(UTC)
     writer = _Writer(sink, target, working, now)
-    for _, _, mapping, raw, task in sorted(work, key=lambda w: (w[0], w[1])):  # day order: each day's keys load once
+    for mapping, raw, task in plan.work:
         for batch in read_batches(raw, task, list(mapping.columns)):
             stats.fetched += batch.num_rows
             raw_rows = pa.Table.from_batches([batch])
-            mapped, set_aside = _set_aside(catalog, namespace, target, mapping, raw_rows,
+            mapped, aside = _set_aside(catalog, namespace, target, mapping, raw_rows,
                                            mapping.apply(raw_rows, registry, target.schema))
-            stats.quarantined += set_aside
+            stats.quarantined += aside
             writer.add(mapped)
     new_progress[INGEST_TS] = now.isoformat()
     snapshot_id = writer.publish(new_progress, expect)

@@ -59,6 +59,7 @@ def _run_engine(as_json: bool, work: Any) -> list[Any]:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from schemahub_core.engine.ingest import RunStats
+    from schemahub_core.engine.spark import SparkSetupError
     from schemahub_core.framework.connector import ConnectorError
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
@@ -76,7 +77,7 @@ def _run_engine(as_json: bool, work: Any) -> list[Any]:
     try:
         with progress:
             result = work(on_progress)
-    except (KeyError, ValueError, ConfigError, MappingError, ConnectorError) as exc:
+    except (KeyError, ValueError, ConfigError, MappingError, ConnectorError, SparkSetupError) as exc:
         fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
     return result if isinstance(result, list) else [result]
 
@@ -142,6 +143,12 @@ def run_ingest_cmd(ctx: Context, sources: tuple[str, ...], symbols: str | None, 
     _print_run(stats, as_json)
 
 
+def _engine_option(fn: Any) -> Any:
+    return click.option("--engine", type=click.Choice(["embedded", "spark"]), default="embedded", show_default=True,
+                        help="Where the unify step runs: in this process, or on Spark (the spark_master and "
+                             "spark_conf settings; same mappings, same exactly-once commit).")(fn)
+
+
 def _memory_option(fn: Any) -> Any:
     return click.option("--memory-mb", type=click.IntRange(min=1), default=None,
                         help="Peak memory of the unify step in MiB, whatever the backlog "
@@ -152,13 +159,15 @@ def _memory_option(fn: Any) -> Any:
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @_memory_option
+@_engine_option
 @pass_ctx
-def run_unify_cmd(ctx: Context, target: str, as_json: bool, memory_mb: int | None) -> None:
+def run_unify_cmd(ctx: Context, target: str, as_json: bool, memory_mb: int | None, engine: str) -> None:
     """Append the raw rows not yet in TARGET (e.g. trades_unified), deduplicated, in one commit."""
     from schemahub_core.apps.pipeline import run_unify
 
     stats = _run_engine(as_json, lambda on_progress: run_unify(ctx.settings, ctx.registry, target,
-                                                               catalog=ctx.catalog(), memory_mb=memory_mb))
+                                                               catalog=ctx.catalog(), memory_mb=memory_mb,
+                                                               engine=engine))
     _print_run(stats, as_json)
 
 
@@ -166,16 +175,17 @@ def run_unify_cmd(ctx: Context, target: str, as_json: bool, memory_mb: int | Non
 @click.argument("target")
 @_run_options
 @_memory_option
+@_engine_option
 @pass_ctx
 def run_pipeline_cmd(ctx: Context, target: str, symbols: str | None, since: str | None, until: str | None,
                      commit_rows: int, commit_seconds: float, pages_per_commit: int | None,
-                     as_json: bool, memory_mb: int | None) -> None:
-    """Ingest every source mapped into TARGET, then unify it."""
+                     as_json: bool, memory_mb: int | None, engine: str) -> None:
+    """Ingest every source mapped into TARGET, then unify it (ingest in this process, unify on --engine)."""
     from schemahub_core.apps.pipeline import run_pipeline
 
     symbol_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
     stats = _run_engine(as_json, lambda on_progress: run_pipeline(
         ctx.settings, ctx.registry, target, symbols=symbol_list, since=parse_time(since), until=parse_time(until),
         pages_per_commit=pages_per_commit, commit_rows=commit_rows, commit_seconds=commit_seconds,
-        on_progress=on_progress, memory_mb=memory_mb))
+        on_progress=on_progress, memory_mb=memory_mb, engine=engine))
     _print_run(stats, as_json)
