@@ -185,6 +185,38 @@ def test_a_replaced_file_lands_only_its_new_rows(sandbox, tmp_path):
     assert land(sandbox, home, D8, D8 + DAY)[0].status == "skipped"
 
 
+class QuieterBinance(BinanceApp):
+    """A hundredth of the default rate (about 1,700 ETHUSDT trades a day): a month's file stays small."""
+
+    market_profile = replace(BinanceApp.market_profile, rate={"BTC": 0.03, "ETH": 0.02})
+
+
+def test_a_whole_past_month_comes_from_its_monthly_file_and_the_other_days_from_daily_files(tmp_path):
+    """2023-12-31 .. 2024-02-02 at a sandbox clock of 2024-02-10: daily 12-31, monthly 2024-01, daily 02-01."""
+    config = SandboxConfig.fast()
+    config.venues = {"binance": QuieterBinance}
+    since, until = datetime(2023, 12, 31, tzinfo=UTC), datetime(2024, 2, 2, tzinfo=UTC)
+    with Sandbox(config) as quieter:
+        stats = land(quieter, tmp_path / "home", since, until)
+        shelf = quieter.venues["binance"].archives
+        served, month = list(shelf.served), shelf.build("ETHUSDT-aggTrades-2024-01.zip")
+        expected = [t.id for t in truth(quieter, since, until)]
+        january = [t.id for t in truth(quieter, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC))]
+    assert [(s.file, s.period, s.status) for s in stats] == [
+        ("ETHUSDT-aggTrades-2023-12-31.zip", "daily", "landed"), ("ETHUSDT-aggTrades-2024-01.zip", "monthly", "landed"),
+        ("ETHUSDT-aggTrades-2024-02-01.zip", "daily", "landed")]
+    assert served == [s.file for s in stats]  # no January day was asked for one by one
+    assert month is not None and month.rows == len(january) == stats[1].landed > 40_000
+    rows = raw(tmp_path / "home")
+    assert sorted(rows.column("a").to_pylist()) == expected and rows.num_rows == len(expected)  # exactly the truth
+    table = open_catalog(settings(tmp_path / "home")).load_table((NS, "raw_binance_agg_trades"))
+    record = json.loads(table.current_snapshot().summary.additional_properties[
+        archive_key("agg_trades", "ETH-USDT", "ETHUSDT-aggTrades-2024-01.zip")])
+    assert (record["period"], record["start"], record["end"]) == \
+        ("monthly", "2024-01-01T00:00:00+00:00", "2024-02-01T00:00:00+00:00")
+    assert (record["first_id"], record["last_id"]) == (january[0], january[-1]) and record["done"]
+
+
 COMMITS = 5  # 17k rows at 4k per commit
 
 
