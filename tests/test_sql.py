@@ -187,3 +187,53 @@ def test_the_prompt_runs_statements_ended_by_semicolons_and_survives_errors(venu
     n = open_catalog(venue_lake.settings).load_table(("schemahub", "trades_unified")).scan().count()
     assert re.search(rf"\b{n}\b", out.out) and "42" in out.out
     assert 'syntax error at or near "SELEC"' in out.err
+
+
+def test_queries_are_recorded_and_partitions_suggest_reads_them(venue_lake, tmp_path: Path) -> None:
+    import yaml
+    from lake_fixtures import FIRST
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+
+    from schemahub_core.engine.coverage import micros
+
+    home = tmp_path / "home"  # the lake's catalog, our own home: the log is written here, not in the shared lake
+    config = tmp_path / "schemahub.yaml"
+    config.write_text(yaml.safe_dump({"catalog": dict(venue_lake.settings.catalog)}))
+    env = {"SCHEMAHUB_HOME": str(home), "SCHEMAHUB_CONFIG": str(config)}
+
+    def invoke(*args: str, ok: bool = True) -> Result:
+        result = CliRunner().invoke(cli, list(args), env=env)
+        assert (result.exit_code == 0) == ok, result.output
+        return result
+
+    start, end = (t.strftime("%Y-%m-%d %H:%M:%S") for t in FIRST)
+    invoke("sql", f"SELECT COUNT(*) FROM trades_unified t WHERE t.symbol = 'BTC-USDT' AND trade_ts >= TIMESTAMP "
+                  f"'{start}' AND trade_ts < TIMESTAMP '{end}'")
+    invoke("sql", "SELECT exchange, COUNT(*) FROM schemahub.schemahub.trades_unified GROUP BY exchange")
+    invoke("sql", "SELEC 1", ok=False)  # a failed query reads nothing: not recorded
+    log = [json.loads(line) for line in (home / "state" / "sql-queries.jsonl").read_text().splitlines()]
+    assert [(e["table"], e["columns"]) for e in log] == [("trades_unified", ["symbol", "trade_ts"]),
+                                                         ("trades_unified", [])]
+    assert log[0]["window"] == {"column": "trade_ts", "start": FIRST[0].isoformat(), "end": FIRST[1].isoformat()}
+
+    table = open_catalog(venue_lake.settings).load_table(("schemahub", "trades_unified"))
+    window = And(GreaterThanOrEqual("trade_ts", micros(FIRST[0])), LessThan("trade_ts", micros(FIRST[1])))
+    files_now = len(list(table.scan(row_filter=window).plan_files()))
+    suggestion = json.loads(invoke("partitions", "suggest", "--json").output)
+    assert suggestion["queries"] == {
+        "recorded": 2, "filter_columns": {"symbol": 1, "trade_ts": 1}, "filter_symbol": 1, "time_window": 1,
+        "median_window_seconds": (FIRST[1] - FIRST[0]).total_seconds(), "median_window_files_now": files_now}
+    assert "2 recorded `schemahub sql` queries on this table" in suggestion["inputs"]
+    assert any(r.startswith("2 recorded sql queries: 1 filter symbol, 1 bound trade_ts") for r in suggestion["reasons"])
+    text = invoke("partitions", "suggest").output
+    assert "planned from" in text and "2 recorded `schemahub sql` queries" in text
+
+
+def test_the_query_log_keeps_its_newest_entries_only(tmp_path: Path) -> None:
+    from schemahub_core.apps.sql import record_queries
+
+    path = tmp_path / "state" / "log.jsonl"
+    for i in range(25):
+        record_queries(path, [{"table": "t", "columns": [str(i)], "window": None}], keep=10)
+    kept = [json.loads(line)["columns"][0] for line in path.read_text().splitlines()]
+    assert len(kept) <= 10 and kept[-1] == "24" and kept == [str(i) for i in range(25 - len(kept), 25)]

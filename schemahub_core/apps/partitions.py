@@ -9,6 +9,11 @@ symbol per day and hour) and the query SchemaHub runs most: a replay window (one
 - use ``hour(<time>)`` instead of ``day`` when one symbol alone fills more than a target-size file per day: a 12 s
   window then reads one hour.
 
+Queries run through ``schemahub sql`` are recorded (``apps/sql.py``: per table, the columns filtered and the time
+window bounded) and read here alongside replay windows: the suggestion says how many recorded queries filter on
+``symbol`` (and so gain from a bucket) and bound the time column, and how many files the typical recorded window
+scans today. They are reported, not weighted: the rules above decide from the data and the replay window.
+
 The expected effect is estimated from the same metadata: files and bytes a typical replay window scans now, after
 ``maintain --compact`` with the current spec, and after it with the proposed spec (compaction rewrites old files
 into the table's current spec; new data uses the new spec at once). ``apply`` is Iceberg partition evolution:
@@ -18,7 +23,7 @@ metadata only, old data untouched.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 from pyiceberg.table import Table
 from pyiceberg.transforms import BucketTransform, DayTransform, HourTransform, Transform
 from pyiceberg.types import StringType
@@ -76,6 +82,8 @@ class Suggestion:
     proposed: Layout | None = None
     buckets: int | None = None
     hourly: bool = False
+    inputs: list[str] = field(default_factory=list)  # what the suggestion read
+    queries: dict[str, Any] = field(default_factory=dict)  # the recorded sql queries on this table, summarized
 
     @property
     def changed(self) -> bool:
@@ -124,9 +132,34 @@ def _files_for(nbytes: float, target: int) -> int:
     return 0 if nbytes <= 0 else max(1, math.ceil(nbytes / target))
 
 
+def _micros(text: str) -> int:
+    moment = datetime.fromisoformat(text)
+    return int((moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1))
+
+
+def query_profile(table: Table, queries: list[dict[str, Any]], time_column: str) -> dict[str, Any]:
+    """The recorded sql queries on ``table`` summarized: filter columns, time windows, files the typical one scans."""
+    columns = Counter(c for q in queries for c in q.get("columns") or [])
+    bounded = [q["window"] for q in queries if (q.get("window") or {}).get("column") == time_column]
+    closed = sorted((_micros(w["end"]) - _micros(w["start"]), w) for w in bounded if w.get("start") and w.get("end"))
+    profile: dict[str, Any] = {"recorded": len(queries), "filter_columns": dict(columns.most_common()),
+                               "filter_symbol": columns["symbol"], "time_window": len(bounded),
+                               "median_window_seconds": None, "median_window_files_now": None}
+    if closed:
+        length, window = closed[(len(closed) - 1) // 2]
+        planned = list(table.scan(row_filter=And(GreaterThanOrEqual(time_column, _micros(window["start"])),
+                                                 LessThan(time_column, _micros(window["end"])))).plan_files())
+        profile["median_window_seconds"] = length / 1e6
+        profile["median_window_files_now"] = len(planned)
+    return profile
+
+
 def suggest(table: Table, *, time_column: str = "trade_ts", target_file_bytes: int = TARGET_FILE_BYTES,
-            max_files_per_day: int = MAX_FILES_PER_DAY) -> Suggestion:
-    """What spec this table's data and a replay window call for, and the files a window scans before and after."""
+            max_files_per_day: int = MAX_FILES_PER_DAY, queries: list[dict[str, Any]] | None = None) -> Suggestion:
+    """What spec this table's data and a replay window call for, and the files a window scans before and after.
+
+    ``queries``: the recorded sql queries on this table (``sql.recorded_queries``), reported alongside.
+    """
     tasks = list(table.scan().plan_files())
     data_bytes = sum(t.file.file_size_in_bytes for t in tasks)
     rows_total = sum(t.file.record_count for t in tasks)
@@ -135,6 +168,13 @@ def suggest(table: Table, *, time_column: str = "trade_ts", target_file_bytes: i
     base = Suggestion(table=table.name()[-1], current_spec=current, proposed_spec=current, changes=[], reasons=[],
                       rows=rows_total, data_files=len(tasks), data_bytes=data_bytes, days=0, symbols=0,
                       busiest_day=None, busiest_symbol=None)
+    queries = queries or []
+    base.inputs = ["table metadata: data files, rows and bytes per day, hour and symbol",
+                   f"replay windows: one symbol, {REPLAY_WINDOW_US // 1_000_000} s",
+                   f"{len(queries)} recorded `schemahub sql` quer{'y' if len(queries) == 1 else 'ies'} on this table"
+                   if queries else "no `schemahub sql` queries recorded on this table"]
+    if queries:
+        base.queries = query_profile(table, queries, time_column)
     if profile.num_rows == 0:
         base.reasons.append("the table is empty: nothing to plan yet")
         return base
@@ -189,6 +229,17 @@ def suggest(table: Table, *, time_column: str = "trade_ts", target_file_bytes: i
     base.changes, base.reasons, base.buckets, base.hourly = changes, reasons, buckets, hourly
     base.proposed_spec = proposed if changes else current
 
+    if queries:
+        q = base.queries
+        median = q["median_window_seconds"]
+        reasons.append(f"{q['recorded']} recorded sql quer{'y' if q['recorded'] == 1 else 'ies'}: {q['filter_symbol']} "
+                       f"filter symbol, {q['time_window']} bound {time_column}"
+                       + (f" (median window {median:g} s, {q['median_window_files_now']} file(s) scanned now)"
+                          if median is not None else ""))
+        if buckets:
+            reasons.append(f"bucket({buckets}, symbol) serves the {q['filter_symbol']} recorded quer"
+                           f"{'y' if q['filter_symbol'] == 1 else 'ies'} that filter symbol; the other "
+                           f"{q['recorded'] - q['filter_symbol']} read every bucket of the days they touch")
     # expected effect for a typical window: the busiest symbol, mid-way through its busiest hour
     hours = profile.filter(pc.and_(pc.equal(profile["day"], d), pc.equal(profile["symbol"], busiest["symbol"])))
     peak = hours.sort_by([("rows", "descending")]).slice(0, 1).to_pylist()[0]

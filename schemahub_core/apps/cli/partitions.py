@@ -49,6 +49,8 @@ def partitions_suggest(ctx: Context, table_name: str, target: str, do_apply: boo
     symbols and too many or too large files; uses hour(time) when one symbol alone
     fills a file per day. The estimate comes from the table's metadata (rows and bytes
     per day, hour and symbol); the current layout's figure is planned, not estimated.
+    Queries run with `schemahub sql` are recorded and summarized alongside (filter
+    columns, time windows, files the typical one scans now).
     """
     from pyiceberg.exceptions import NoSuchTableError
 
@@ -70,8 +72,11 @@ def partitions_suggest(ctx: Context, table_name: str, target: str, do_apply: boo
         else:
             console.print(f"{escape(message)} (run `schemahub init` and unify first)", highlight=False)
         return
+    from schemahub_core.apps.sql import recorded_queries
+
     time_column = targets[table_name].time_column
-    result = suggest(table, time_column=time_column, target_file_bytes=target_bytes)
+    result = suggest(table, time_column=time_column, target_file_bytes=target_bytes,
+                     queries=recorded_queries(ctx.settings, table_name))
     applied = None
     if do_apply and result.changed:
         try:
@@ -83,6 +88,7 @@ def partitions_suggest(ctx: Context, table_name: str, target: str, do_apply: boo
         return
     console.print(f"[bold]{escape(result.table)}[/]: {result.rows:,} rows in {result.data_files:,} data files over "
                   f"{result.days} day(s), {result.symbols} symbol(s)", highlight=False)
+    console.print(f"  planned from   {escape('; '.join(result.inputs))}", highlight=False)
     console.print(f"  current spec   {escape(result.current_spec)}", highlight=False)
     console.print(f"  proposed spec  {escape(result.proposed_spec)}"
                   + ("" if result.changed else "  [green](keep)[/]"), highlight=False)

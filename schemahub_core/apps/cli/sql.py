@@ -107,7 +107,7 @@ def sql(ctx: Context, query: str | None, as_of: str | None, as_csv: bool, as_jso
     if query is not None and not query.strip():
         fail("no query given: schemahub sql \"SELECT ...\"")
     try:
-        lake = Lake(ctx.settings, ctx.catalog(), as_of)
+        lake = Lake(ctx.settings, ctx.catalog(), as_of, record=True)
     except SqlError as exc:
         fail(str(exc))
     try:
