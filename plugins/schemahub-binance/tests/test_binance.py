@@ -191,6 +191,7 @@ def test_defaults_are_the_real_venue():
 RECORDED = Path(__file__).resolve().parents[3].parent / "shared" / "recorded" / "binance"
 
 
+@pytest.mark.skipif(not RECORDED.is_dir(), reason=f"the recorded venue answers are not beside the repo ({RECORDED})")
 @pytest.mark.parametrize("name", ["trades.json", "historicalTrades.json"])
 def test_recorded_individual_trades_parse_row_for_row(sandbox, name):
     """Real /api/v3/trades and /historicalTrades answers (BTCUSDT, 2021-10-22): the stream and its mapping."""
