@@ -161,3 +161,54 @@ def test_run_pipeline_lands_okx_trades_in_trades_unified_once(sandbox, tmp_path,
     taker = {t.id: t.taker.upper() for t in sandbox.market.trades_from("okx", "BTC", lo, hi - lo, to_ns(until))}
     btc = [r for r in rows if r["symbol"] == "BTC-USDT"]
     assert [r["side"] for r in btc] == [taker[int(r["trade_id"])] for r in btc]  # OKX's side is the taker's
+
+
+def test_backfill_lands_the_daily_archive_as_the_rest_rows_and_a_rerun_lands_nothing(sandbox, tmp_path):
+    """`schemahub backfill okx`: the plugin's archive capability against its simulated CDN (a zip per day, a
+    header line, no checksum). Archive rows equal REST rows for the same trades, except ``_raw_payload``."""
+    import io
+    import zipfile
+
+    import pyarrow.compute as pc
+    import requests
+
+    from schemahub_core.engine.catalog import open_catalog
+    from schemahub_core.framework.config import Settings, default_catalog
+
+    def env(home: Path) -> dict[str, str]:
+        return {"SCHEMAHUB_HOME": str(home), "SCHEMAHUB_LOAD_PLUGINS": "okx",
+                "SCHEMAHUB_OKX_BASE_URL": sandbox.base_url("okx"), "SCHEMAHUB_OKX_RATE_LIMIT": "1000/1"}
+
+    def raw(home: Path):
+        catalog = open_catalog(Settings(home=home, catalog=default_catalog(home)))
+        return catalog.load_table(("schemahub", "raw_okx_trades")).scan().to_arrow().sort_by("tradeId")
+
+    day = datetime(2024, 2, 8, tzinfo=UTC)
+    archived_home, rest_home = tmp_path / "archive", tmp_path / "rest"
+    args = ("backfill", "okx", "--symbols", "ETH-USDT", "--since", "2024-02-08", "--until", "2024-02-09", "--json")
+    first = _cli(*args, env=env(archived_home), cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    [summary] = json.loads(first.stdout)
+    assert (summary["file"], summary["status"]) == ("ETH-USDT-trades-2024-02-08.zip", "landed")
+    archived = raw(archived_home)
+    assert [("ETH-USDT", i) for i in archived.column("tradeId").to_pylist()] == \
+        expected(sandbox, "ETH-USDT", day, day + timedelta(days=1))
+    again = _cli(*args, env=env(archived_home), cwd=tmp_path)
+    assert again.returncode == 0 and json.loads(again.stdout)[0]["status"] == "skipped", again.stderr
+    assert raw(archived_home).num_rows == archived.num_rows
+
+    url = (f"{sandbox.base_url('okx')}/cdn/okex/traderecords/trades/daily/20240208/ETH-USDT-trades-2024-02-08.zip")
+    with zipfile.ZipFile(io.BytesIO(requests.get(url, timeout=30).content)) as z:
+        head = z.read(z.namelist()[0]).decode().splitlines()[:2]
+    assert head[0] == "instrument_name,trade_id,side,price,size,created_time"
+    assert archived.column("_raw_payload")[0].as_py() == head[1]  # the line, not the header
+
+    since, until = day + timedelta(hours=12), day + timedelta(hours=12, minutes=10)
+    rest = _cli("run", "ingest", "okx", "--symbols", "ETH-USDT", "--since", since.isoformat(), "--until",
+                until.isoformat(), env=env(rest_home), cwd=tmp_path)
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    from_rest = raw(rest_home)
+    same = [c for c in from_rest.column_names if c not in ("_raw_payload", "_source_ingest_ts")]
+    archived = archived.filter(pc.is_in(archived.column("tradeId"), from_rest.column("tradeId")))
+    assert from_rest.num_rows > 300 and archived.select(same).equals(from_rest.select(same))
+    assert json.loads(from_rest.column("_raw_payload")[0].as_py())["tradeId"] == str(from_rest["tradeId"][0])

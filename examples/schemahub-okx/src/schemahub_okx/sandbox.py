@@ -8,23 +8,30 @@ from the sandbox's shared market. What it reproduces from OKX's public docs:
 - ``type=1`` (default) pages by ``tradeId``: ``after=X`` gives ids < X, ``before=Y`` ids > Y (both: the
   window between; ``before`` alone: the latest data); ``type=2``: ``after`` is a time in ms (ts < X), and
   ``before`` is not supported; ``limit`` at most 100;
-- 20 requests per 2 s per IP, over it HTTP 429 with code ``50011``; an unknown instrument is code ``51001``.
+- 20 requests per 2 s per IP, over it HTTP 429 with code ``50011``; an unknown instrument is code ``51001``;
+- ``GET /api/v5/public/time``: ``{"code": "0", "data": [{"ts": "<ms>"}]}``;
+- the daily trade archives, ``/cdn/okex/traderecords/trades/daily/YYYYMMDD/{instId}-trades-YYYY-MM-DD.zip``: one
+  CSV with a header, ``instrument_name,trade_id,side,price,size,created_time``, the REST rows' values; a day
+  not over at the sandbox clock (or before the market) is a 404. Archive faults via ``self.archives.fault``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from schemahub_core.sandbox import Limit, MarketVenue, Trade, VenueApp, Verdict, int_param, to_ns
+from schemahub_core.sandbox import ArchiveShelf, Limit, MarketVenue, Trade, VenueApp, Verdict, int_param, to_ns
 
 INSTRUMENTS = {"BTC-USDT": "BTC", "ETH-USDT": "ETH"}
 PROFILE = MarketVenue("okx", lag_ms=(20.0, 90.0), basis=0.0002, spread_bps=0.4, rate={"BTC": 2.0, "ETH": 1.2},
                       time_step_ns=1_000_000, first_id=480_000_000)
 MS = 1_000_000
+ARCHIVE_NAME = re.compile(r"(?P<inst>[A-Z]+-[A-Z]+)-trades-(?P<day>\d{4}-\d{2}-\d{2})\.zip")
 
 
 def _error(code: str, msg: str, status: int = 400) -> JSONResponse:
@@ -47,8 +54,39 @@ class OkxApp(VenueApp):
     symbols = {inst: inst for inst in INSTRUMENTS}
     market_profile = PROFILE
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.archives = ArchiveShelf(self._archive_lines)
+
     def routes(self) -> list[Route]:
-        return [self.route("/api/v5/market/history-trades", self.history_trades)]
+        return [self.route("/api/v5/market/history-trades", self.history_trades),
+                self.route("/api/v5/public/time", lambda request, corrupt: JSONResponse(
+                    {"code": "0", "msg": "", "data": [{"ts": str(self.sandbox.clock.now_ns() // MS)}]})),
+                Route("/cdn/okex/traderecords/trades/daily/{day}/{file}", self.archive)]
+
+    def archive(self, request: Request) -> Response:
+        """The CDN: no rate limit; a file whose folder is not its day is a 404, as any unknown path."""
+        name, day = request.path_params["file"], request.path_params["day"]
+        match = ARCHIVE_NAME.fullmatch(name)
+        if match is None or match["day"].replace("-", "") != day:
+            name = ""
+        return self.archives.serve(name, checksum=False)
+
+    def _archive_lines(self, name: str) -> Iterator[str] | None:
+        match = ARCHIVE_NAME.fullmatch(name)
+        if match is None or match["inst"] not in INSTRUMENTS:
+            return None
+        start = datetime.strptime(match["day"], "%Y-%m-%d").replace(tzinfo=UTC)
+        end = start + timedelta(days=1)
+        if to_ns(end) > self.sandbox.clock.now_ns() or end <= self.sandbox.market.start:
+            return None
+        return self._day_lines(match["inst"], start, end)
+
+    def _day_lines(self, inst: str, start: datetime, end: datetime) -> Iterator[str]:
+        yield "instrument_name,trade_id,side,price,size,created_time"
+        for trade in self.served(inst, self._trades(inst, start, end)):
+            row = _row(inst, trade)
+            yield f"{inst},{row['tradeId']},{row['side']},{row['px']},{row['sz']},{row['ts']}"
 
     def refused(self, verdict: Verdict) -> Response:
         return _error("50011", "Rate limit reached. Please refer to API documentation and throttle requests "
