@@ -79,6 +79,7 @@ class TableReport:
     partitions_compacted: int = 0
     error: str | None = None
     kept_snapshot_ids: list[int] = field(default_factory=list)
+    orphan_files_removed: int | None = None  # None: not attempted (only ``--engine spark`` removes orphans)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -152,7 +152,10 @@ def build_jars(dest: Path | None = None) -> list[Path]:
 def _jdbc_uri(uri: str) -> dict[str, str]:
     """pyiceberg's SQLAlchemy URL as Iceberg's JDBC catalog properties."""
     if uri.startswith("sqlite:///"):
-        return {"uri": f"jdbc:sqlite:{uri[len('sqlite:///'):]}"}
+        # pyiceberg creates the catalog tables; Iceberg's own check for them leaves a metadata result set open
+        # that holds SQLite's read lock for the session's life, and every pyiceberg commit in the same process
+        # (a test suite, a notebook) then fails with "database is locked"
+        return {"uri": f"jdbc:sqlite:{uri[len('sqlite:///'):]}", "jdbc.init-catalog-tables": "false"}
     parsed = urlparse(uri)
     if parsed.scheme.split("+")[0] in ("postgresql", "postgres"):
         conf = {"uri": f"jdbc:postgresql://{parsed.hostname}:{parsed.port or 5432}{parsed.path}"}
