@@ -233,3 +233,10 @@ def test_schema_cli_reports_drift_and_exits_non_zero(tmp_path, home, sandbox):  
     dry = json.loads(run_cli("schema", "propose", "--json", env=env).stdout)
     assert dry["applied"] == [] and dry["proposals"][0]["column"] == {"name": "fee_tier", "type": "int64"}
     assert not (home.parent / "config" / "streams").exists()  # a dry run writes nothing
+    refused = run_cli("schema", "propose", "--backfill", env=env, check=False)
+    assert refused.returncode == 1 and "give both" in refused.stderr and "Traceback" not in refused.stderr
+    done = json.loads(run_cli("schema", "propose", "--apply", "--backfill", "--json", env=env).stdout)
+    (filled,) = done["backfilled"]
+    assert (filled["column"], filled["rows_filled"], filled["error"]) == ("fee_tier", item["records"], None)
+    raw = open_catalog(Settings(home=home, catalog=default_catalog(home))).load_table((NS, "raw_binance_trades"))
+    assert raw.scan(selected_fields=("fee_tier",)).to_arrow()["fee_tier"].to_pylist() == [3] * item["records"]
