@@ -282,3 +282,9 @@ def test_csv_batches_type_columns_keep_each_line_and_skip_headers_and_blank_line
         z.writestr("X-trades-2024-02-08.csv", "1,0.5,True\n2,0.5,yes\n")
     with pytest.raises(ArchiveError, match="X-trades-2024-02-08.zip: cannot read"):
         list(csv_batches(bad, bad.name, ["id", "price", "flag"], types={"flag": pa.bool_()}))
+    corrupt = tmp_path / "X-trades-2024-02-09.zip"  # a byte of the deflate stream changed: never silent
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match="X-trades-2024-02-09.zip: .*(CRC|cannot read|ends early)"):
+        list(csv_batches(corrupt, corrupt.name, ["id", "price", "flag"]))

@@ -18,6 +18,7 @@ headerless CSV members such zips hold.
 from __future__ import annotations
 
 import hashlib
+import struct
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,6 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import requests
+
+try:  # ISA-L's inflate (package isal): zlib's API and output, faster
+    from isal import isal_zlib as _zlib
+except ImportError:  # pragma: no cover - without it, zlib
+    import zlib as _zlib  # type: ignore[no-redef]
 
 PAYLOAD = "_raw_payload"
 BLOCK_SIZE = 8 << 20  # bytes of CSV per record batch: ~100k trade rows, a few tens of MB of Arrow memory
@@ -223,14 +229,15 @@ def csv_batches(path: Path, name: str, columns: Sequence[str], *, types: Mapping
     deflate stream) or a row that does not parse raises ``ArchiveError``.
     """
     archive, member = zip_member(path, name)
+    archive.close()  # the central directory told where the member is; its bytes are read directly
     kinds = {c: (types or {}).get(c, pa.string()) for c in columns}
     convert = pacsv.ConvertOptions(column_types=kinds, strings_can_be_null=False, true_values=["True", "true"],
                                    false_values=["False", "false"])
     parse = pacsv.ParseOptions(quote_char=False)
     try:
-        with archive, archive.open(member) as stream:
+        with open(path, "rb") as raw:
             first = True
-            for block in _line_blocks(stream, block_size or BLOCK_SIZE):
+            for block in _line_blocks(_inflated(raw, member, name, block_size or BLOCK_SIZE)):
                 if first:
                     first = False
                     if header is None:
@@ -250,26 +257,60 @@ def csv_batches(path: Path, name: str, columns: Sequence[str], *, types: Mapping
                 if batch is None:
                     continue
                 yield pa.RecordBatch.from_arrays([*batch.columns, lines], names=[*columns, PAYLOAD])
-    except (zipfile.BadZipFile, EOFError, OSError, pa.ArrowInvalid) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, pa.ArrowInvalid, _zlib.error) as exc:
         raise ArchiveError(f"{name}: cannot read {member.filename}: {str(exc).splitlines()[0]}") from None
 
 
-def _line_blocks(stream: BinaryIO, size: int) -> Iterator[memoryview]:
-    """``stream``'s bytes in blocks of about ``size``, each ending at a line end (the last one given one)."""
+def _inflated(raw: BinaryIO, member: zipfile.ZipInfo, name: str, size: int) -> Iterator[bytes]:
+    """The bytes of zip ``member`` in pieces of about ``size``, inflated by ISA-L when installed (the same
+    bytes as zlib's, in 40 % of its time: inflating is half of reading a CSV zip), its CRC-32 checked at the
+    end as ``zipfile`` does."""
+    raw.seek(member.header_offset)
+    local = raw.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        raise ArchiveError(f"{name}: not a readable zip (truncated or corrupt): no local header for "
+                           f"{member.filename}")
+    if member.flag_bits & 0x1:
+        raise ArchiveError(f"{name}: {member.filename} is encrypted")
+    if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ArchiveError(f"{name}: {member.filename} uses zip compression {member.compress_type}, not deflate")
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    raw.seek(member.header_offset + 30 + name_length + extra_length)
+    inflater = _zlib.decompressobj(-15) if member.compress_type == zipfile.ZIP_DEFLATED else None
+    left, crc, step = member.compress_size, 0, max(1, size // 4 if inflater else size)  # text deflates ~4:1
+    while left > 0:
+        piece = raw.read(min(step, left))
+        if not piece:
+            raise ArchiveError(f"{name}: {member.filename} is cut off ({left} compressed bytes missing)")
+        left -= len(piece)
+        out = inflater.decompress(piece) if inflater is not None else piece
+        if out:
+            crc = _zlib.crc32(out, crc)
+            yield out
+    if inflater is not None:
+        out = inflater.flush()
+        if out:
+            crc = _zlib.crc32(out, crc)
+            yield out
+        if not inflater.eof:
+            raise ArchiveError(f"{name}: {member.filename}: the deflate stream ends early")
+    if crc != member.CRC:
+        raise ArchiveError(f"{name}: {member.filename}: bad CRC-32 (the zip is corrupt)")
+
+
+def _line_blocks(pieces: Iterator[bytes]) -> Iterator[memoryview]:
+    """``pieces`` rejoined into blocks that each end at a line end (the last one given one)."""
     rest = b""
-    while True:
-        data = stream.read(size)
-        if not data:
-            if rest:
-                yield memoryview(rest if rest.endswith(b"\n") else rest + b"\n")
-            return
-        data = rest + data if rest else data
+    for piece in pieces:
+        data = rest + piece if rest else piece
         cut = data.rfind(b"\n") + 1
         if cut == 0:  # no line end in this much: read on
             rest = data
             continue
         rest = data[cut:]
         yield memoryview(data)[:cut]
+    if rest:
+        yield memoryview(rest if rest.endswith(b"\n") else rest + b"\n")
 
 
 def _lines(block: memoryview) -> pa.StringArray:
