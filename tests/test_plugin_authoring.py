@@ -46,7 +46,7 @@ def test_the_generated_tests_pass_as_generated(generated: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=generated,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "2 passed" in proc.stdout
+    assert "3 passed" in proc.stdout
 
 
 def test_plugins_test_passes_then_names_the_check_a_broken_cursor_fails(generated: Path) -> None:

@@ -9,14 +9,14 @@ be interrupted and simply run again.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from pyiceberg.catalog import Catalog
 
 from schemahub_core.engine.catalog import open_catalog
-from schemahub_core.engine.ingest import RunStats, ingest
+from schemahub_core.engine.ingest import Ago, RunStats, When, ingest
 from schemahub_core.engine.limits import MAX_ROWS_PER_COMMIT, MAX_SECONDS_PER_COMMIT
+from schemahub_core.engine.migrate import check as check_migrations
 from schemahub_core.engine.shards import Shard
 from schemahub_core.engine.sink import storage_errno, storage_problem
 from schemahub_core.engine.state import rebuild_watermarks
@@ -89,8 +89,15 @@ def check_connectors(settings: Settings, registry: Registry, sources: Sequence[s
             close()
 
 
-def check_window(since: datetime | None, until: datetime | None) -> None:
-    if since is not None and until is not None and since >= until:
+def check_window(since: When | None, until: When | None) -> None:
+    """An empty window fails before any work. Two relative bounds compare as spans; one of each kind is checked
+    per venue once its clock is known (``ingest``)."""
+    if isinstance(since, Ago) and isinstance(until, Ago):
+        if since.delta <= until.delta:
+            raise ConfigError(f"--since {since} is not before --until {until}: the window is empty, nothing would be "
+                              "fetched")
+    elif since is not None and until is not None and not isinstance(since, Ago) and not isinstance(until, Ago) \
+            and since >= until:
         raise ConfigError(f"--since {since.isoformat()} is not before --until {until.isoformat()}: the window is "
                           "empty, nothing would be fetched")
 
@@ -107,8 +114,8 @@ def run_ingest(
     sources: Sequence[str],
     *,
     symbols: Sequence[str] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: When | None = None,
+    until: When | None = None,
     pages_per_commit: int | None = None,
     commit_rows: int = MAX_ROWS_PER_COMMIT,
     commit_seconds: float = MAX_SECONDS_PER_COMMIT,
@@ -128,6 +135,7 @@ def run_ingest(
     check_window(since, until)
     check_connectors(settings, registry, sources)
     catalog = catalog or open_catalog(settings)
+    check_migrations(catalog, settings.namespace, registry, [source for source, _ in parsed])
     stats: list[RunStats] = []
     for source, streams in parsed:
         chosen = symbols_for(source, symbols)
@@ -167,9 +175,10 @@ def run_unify(settings: Settings, registry: Registry, target: str, *, catalog: C
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r} (engines: {', '.join(ENGINES)})")
     catalog = catalog or open_catalog(settings)
+    mappings = target_mappings(settings, registry, target)
+    check_migrations(catalog, settings.namespace, registry, [m.connector for m in mappings])
     sink_cls = registry.sinks.get(settings.sink)
     sink = sink_cls(catalog, settings.namespace) if sink_cls is not None else None
-    mappings = target_mappings(settings, registry, target)
     if engine == "spark":
         from schemahub_core.engine.spark import check_setup, settings_session
         from schemahub_core.engine.spark_unify import spark_unify
@@ -190,8 +199,8 @@ def run_pipeline(
     target: str,
     *,
     symbols: Sequence[str] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: When | None = None,
+    until: When | None = None,
     pages_per_commit: int | None = None,
     commit_rows: int = MAX_ROWS_PER_COMMIT,
     commit_seconds: float = MAX_SECONDS_PER_COMMIT,

@@ -92,17 +92,60 @@ _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+@dataclass(frozen=True)
+class Ago:
+    """A relative ``--since``/``--until`` (``2h``): resolved per source against that venue's clock.
+
+    Venues' clocks are not the wall clock everywhere (the sandbox's runs in 2024), so ``2h`` is kept as a span
+    until the run knows whose last two hours it means (``resolve_window``).
+    """
+
+    delta: timedelta
+    text: str
+
+    def at(self, now: datetime) -> datetime:
+        return now - self.delta
+
+    def __str__(self) -> str:
+        return self.text
+
+
+When = datetime | Ago  # an absolute time, or one relative to the venue's clock
+
+
 def parse_when(text: str, now: datetime | None = None) -> datetime:
-    """``--since``/``--until``: ISO-8601 (UTC if no zone) or relative to now (``15m``, ``2h``, ``1d``)."""
+    """``--since``/``--until``: ISO-8601 (UTC if no zone) or relative to ``now`` (default: the wall clock)."""
+    when = parse_window_time(text)
+    return when.at(now or datetime.now(UTC)) if isinstance(when, Ago) else when
+
+
+def parse_window_time(text: str) -> When:
+    """``--since``/``--until`` of a run: ISO-8601 (UTC if no zone), or ``15m``/``2h``/``1d`` as an ``Ago``."""
     match = _RELATIVE.match(text)
     if match:
-        now = now or datetime.now(UTC)
-        return now - timedelta(**{_UNITS[match[2]]: float(match[1])})
+        return Ago(timedelta(**{_UNITS[match[2]]: float(match[1])}), text.strip())
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"cannot read time {text!r}: use ISO-8601 (2024-02-08T15:12:04Z) or 15m/2h/1d") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def venue_now(connector: Connector) -> datetime:
+    """Now on the venue's clock when its connector tells it (``Connector.server_time``), else the wall clock."""
+    told = connector.server_time()
+    if told is None:
+        return datetime.now(UTC)
+    return told if told.tzinfo else told.replace(tzinfo=UTC)
+
+
+def resolve_window(connector: Connector, since: When | None, until: When | None
+                   ) -> tuple[datetime | None, datetime | None]:
+    """``since``/``until`` as times, relative ones counted back from this venue's clock (asked once, only then)."""
+    if not isinstance(since, Ago) and not isinstance(until, Ago):
+        return since, until
+    now = venue_now(connector)
+    return (since.at(now) if isinstance(since, Ago) else since), (until.at(now) if isinstance(until, Ago) else until)
 
 
 def ensure_tables(catalog: Catalog, namespace: str, defs: Iterable[TableDef]) -> None:
@@ -311,8 +354,8 @@ def ingest(
     options: dict | None = None,
     streams: Sequence[str] | None = None,
     symbols: Sequence[str] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: When | None = None,
+    until: When | None = None,
     raw_payload: bool = True,
     max_rows: int = MAX_ROWS_PER_COMMIT,
     max_seconds: float = MAX_SECONDS_PER_COMMIT,
@@ -341,10 +384,22 @@ def ingest(
                   + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
     sink = IcebergSink(catalog, namespace)
     out: list[RunStats] = []
+    try:
+        start, end = resolve_window(connector, since, until)
+    except Exception as exc:  # the venue's clock could not be read: this source fails with that line
+        failed = RunStats("ingest", raw_table_name(source, chosen[0].name) if chosen else source)
+        failed.failed(exc)
+        failed.error = f"reading {source}'s clock for --since/--until: {failed.error}"
+        return [failed]
+    if start is not None and end is not None and start >= end:
+        failed = RunStats("ingest", source, resumable=False)
+        failed.error = (f"--since {since} is {start.isoformat()} on {source}'s clock, not before --until {until} "
+                        f"({end.isoformat()}): the window is empty")
+        return [failed]
     for stream, symbol in units:
         out.append(StreamIngest(sink, registry, connector, stream, symbol, raw_payload=raw_payload,
                                 max_rows=max_rows, max_seconds=max_seconds, pages_per_commit=pages_per_commit,
-                                on_progress=on_progress).run(since, until))
+                                on_progress=on_progress).run(start, end))
         if out[-1].stop:  # unreachable venue or unwritable warehouse: the next symbol would fail the same way
             return out
     return out

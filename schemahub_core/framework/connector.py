@@ -117,6 +117,9 @@ class Stream:
     event_time: str  # raw column used for day partitioning and time ranges
     ids: IdContinuity = IdContinuity.NONE  # how the id (the key's last column) behaves per symbol
     default: bool = True  # ingested when the source is named alone (`run ingest binance`); else only by name
+    # names this stream had before (its raw table was raw_<source>_<old>): such a table is detected by its
+    # columns and moved with `schemahub maintain --migrate`, its coverage and progress kept
+    formerly: tuple[str, ...] = ()
 
     @property
     def symbol_column(self) -> str:
@@ -237,6 +240,16 @@ class Connector:
         if method is None:
             raise NotImplementedError(f"{type(self).__name__} declares stream {stream!r} but has no fetch_{stream}")
         return method(symbol, cursor, since, until)
+
+    def server_time(self) -> datetime | None:
+        """Now on the venue's clock (its server-time endpoint), or None when the connector cannot tell it.
+
+        Optional. Relative ``--since``/``--until`` (``2h``) count back from it, so they mean the venue's last
+        two hours even when its clock is not the wall clock (the sandbox's is in 2024); with None they count
+        from the wall clock. Raise ``ConnectorError`` (or let the session's errors through) when the venue
+        answers badly: the run of this source then fails with that line instead of guessing a clock.
+        """
+        return None
 
     def live_feed(self, symbols: Sequence[str]) -> LiveFeed:
         """The venue's WebSocket best bid/ask feed for canonical ``symbols`` (``schemahub live``).

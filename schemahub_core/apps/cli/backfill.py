@@ -33,6 +33,7 @@ def backfill(ctx: Context, venue: str, symbols: str | None, since: str, until: s
     """
     from schemahub_core.engine.archives import ROWS_PER_COMMIT, FileStats
     from schemahub_core.engine.archives import backfill as run_backfill
+    from schemahub_core.engine.migrate import check as check_migrations
     from schemahub_core.framework.connector import ConnectorError
 
     start, end = parse_time(since), parse_time(until)
@@ -42,6 +43,7 @@ def backfill(ctx: Context, venue: str, symbols: str | None, since: str, until: s
     progress, on_plan, on_progress = _progress(as_json)
 
     try:
+        check_migrations(ctx.catalog(), ctx.settings.namespace, ctx.registry, [venue])
         with progress:
             results: list[FileStats] = run_backfill(
                 ctx.catalog(), ctx.settings.namespace, ctx.registry, venue, since=start, until=end,

@@ -81,3 +81,10 @@ def parse_time(text: str | None) -> Any:
     from schemahub_core.engine.ingest import parse_when
 
     return parse_when(text) if text else None
+
+
+def parse_window(text: str | None) -> Any:
+    """A run's ``--since``/``--until``: ISO 8601, or relative (``2h``) to each venue's own clock (an ``Ago``)."""
+    from schemahub_core.engine.ingest import parse_window_time
+
+    return parse_window_time(text) if text else None

@@ -14,9 +14,11 @@ from schemahub_core.framework.config import ConfigError
 @pass_ctx
 def init(ctx: Context, as_json: bool) -> None:
     """Create the namespace and every table (raw, unified, meta). Safe to rerun."""
+    from schemahub_core.engine.migrate import check as check_migrations
     from schemahub_core.engine.tables import init_tables
 
     try:
+        check_migrations(ctx.catalog(), ctx.settings.namespace, ctx.registry)
         results = init_tables(ctx.catalog(), ctx.settings.namespace, ctx.registry)
     except (ConfigError, RuntimeError) as exc:
         fail(str(exc))

@@ -23,16 +23,23 @@ from schemahub_core.apps.cli.context import Context, console, emit_json, fail, p
 @click.option("--remove-orphans-older-than", "orphans_older_than", default=None,
               help="With --engine spark: delete files no snapshot references that are older than this "
                    "(default 3d, at least 24h: a running writer's files exist before its commit); 'never' skips.")
+@click.option("--migrate", "do_migrate", is_flag=True,
+              help="Only move tables of streams a plugin renamed (e.g. raw_<venue>_<old stream>) to their new "
+                   "names, keeping their coverage; nothing else is done. Safe to rerun.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array with one object per table.")
 @pass_ctx
 def maintain(ctx: Context, expire_older_than: str, do_compact: bool, engine: str, orphans_older_than: str | None,
-             as_json: bool) -> None:
+             do_migrate: bool, as_json: bool) -> None:
     """Compact small files and expire old snapshots so commit and scan time stay flat as history grows.
 
     Safe while ingest and unify run: the engine's progress is carried forward and never expired.
     """
     from schemahub_core.engine.ingest import parse_when
     from schemahub_core.engine.maintenance import maintain as run_maintain
+
+    if do_migrate:
+        _migrate(ctx, as_json)
+        return
 
     try:
         older_than = None if expire_older_than == "never" else parse_when(expire_older_than)
@@ -85,3 +92,21 @@ def _maintain_on_spark(ctx: Context, older_than: datetime | None, do_compact: bo
     except SparkSetupError as exc:
         fail(str(exc))
     return []
+
+
+def _migrate(ctx: Context, as_json: bool) -> None:
+    """``--migrate``: apply the pending layout migrations, one line per step."""
+    from schemahub_core.engine.migrate import MigrationError, migrate
+    from schemahub_core.engine.state import rebuild_watermarks
+
+    try:
+        done = migrate(ctx.catalog(), ctx.settings.namespace, ctx.registry)
+        if done:
+            rebuild_watermarks(ctx.catalog(), ctx.settings.namespace, ctx.registry)
+    except MigrationError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json(done)
+        return
+    for line in done or [f"namespace {ctx.settings.namespace}: no migration needed"]:
+        console.print(plain(line), highlight=False)

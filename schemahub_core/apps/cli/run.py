@@ -15,7 +15,7 @@ from schemahub_core.apps.cli.context import (
     err_console,
     error_line,
     fail,
-    parse_time,
+    parse_window,
     pass_ctx,
     plain,
 )
@@ -44,9 +44,10 @@ def _run_options(fn: Any) -> Any:
                       "fetching (a crash refetches at most one uncommitted batch).")(fn)
     fn = click.option("--commit-rows", default=MAX_ROWS_PER_COMMIT, show_default=True, type=click.IntRange(min=1),
                       help="Commit at the latest after this many fetched rows.")(fn)
-    fn = click.option("--until", help="End (exclusive): ISO-8601 or relative, e.g. 5m. Lands only what is not "
-                      "covered yet.")(fn)
-    fn = click.option("--since", help="Start: ISO-8601 or relative, e.g. 15m, 2h, 1d. With --until, lands exactly "
+    fn = click.option("--until", help="End (exclusive): ISO-8601 or relative, e.g. 5m (back from each venue's own "
+                      "clock when it publishes one, else yours). Lands only what is not covered yet.")(fn)
+    fn = click.option("--since", help="Start: ISO-8601 or relative, e.g. 15m, 2h, 1d (back "
+                      "from each venue's own clock when it publishes one, else yours). With --until, lands exactly "
                       "the parts of [since, until) not covered yet (a backfill); without --since a run continues "
                       "from the newest covered point.")(fn)
     return click.option("--symbols", help="Comma-separated canonical symbols, e.g. BTC-USD,ETH-USD; "
@@ -137,7 +138,8 @@ def run_ingest_cmd(ctx: Context, sources: tuple[str, ...], symbols: str | None, 
         fail(str(exc))
     symbol_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
     stats = _run_engine(as_json, lambda on_progress: run_ingest(
-        ctx.settings, ctx.registry, sources, symbols=symbol_list, since=parse_time(since), until=parse_time(until),
+        ctx.settings, ctx.registry, sources, symbols=symbol_list, since=parse_window(since),
+        until=parse_window(until),
         pages_per_commit=pages_per_commit, commit_rows=commit_rows, commit_seconds=commit_seconds,
         on_progress=on_progress, shard=shard))
     _print_run(stats, as_json)
@@ -185,7 +187,8 @@ def run_pipeline_cmd(ctx: Context, target: str, symbols: str | None, since: str 
 
     symbol_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
     stats = _run_engine(as_json, lambda on_progress: run_pipeline(
-        ctx.settings, ctx.registry, target, symbols=symbol_list, since=parse_time(since), until=parse_time(until),
+        ctx.settings, ctx.registry, target, symbols=symbol_list, since=parse_window(since),
+        until=parse_window(until),
         pages_per_commit=pages_per_commit, commit_rows=commit_rows, commit_seconds=commit_seconds,
         on_progress=on_progress, memory_mb=memory_mb, engine=engine))
     _print_run(stats, as_json)

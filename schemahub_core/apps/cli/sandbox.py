@@ -66,8 +66,7 @@ def sandbox(port: int, host: str, seed: int, days: int, intensity: str, fast: bo
     info = server.describe()
     console.print(f"[bold]SchemaHub sandbox[/]: [yellow]SIMULATED market data[/], event at {info['event']}, "
                   f"clock starts {info['clock_start']}, history from {info['from']}, intensity {info['intensity']:g} "
-                  "(relative times like --since 2h count back from YOUR clock: use dates here, "
-                  "e.g. --since 2024-02-08T15:00:00Z)",
+                  "(relative times like --since 2h count back from this clock, which each venue serves)",
                   highlight=False)
     for venue, url in server.base_urls().items():
         console.print(f"  {venue:9} {url}   limit {info['limits'][venue]}   "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from schemahub_core.apps.cli.context import Context, console, emit_json, err_console, pass_ctx, plain
+from schemahub_core.apps.cli.context import Context, console, emit_json, err_console, fail, pass_ctx, plain
 
 
 def _age(seconds: float | None) -> str:
@@ -39,11 +39,17 @@ def status(ctx: Context, as_json: bool) -> None:
     from datetime import UTC, datetime
 
     from schemahub_core.apps.audit import run_audit
+    from schemahub_core.engine.migrate import MigrationNeeded
+    from schemahub_core.engine.migrate import check as check_migrations
     from schemahub_core.engine.state import unify_rows, watermark_rows
     from schemahub_core.engine.tables import table_defs
     from schemahub_core.sandbox.market import MARKET_END, MARKET_START
 
     catalog = ctx.catalog()
+    try:  # an old layout would show one stream's coverage as another's
+        check_migrations(catalog, ctx.settings.namespace, ctx.registry)
+    except MigrationNeeded as exc:
+        fail(str(exc))
     now = datetime.now(UTC)
     sources = watermark_rows(catalog, ctx.settings.namespace, ctx.registry)
     audited, why = None, None

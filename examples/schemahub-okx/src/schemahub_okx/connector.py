@@ -117,7 +117,8 @@ class OkxConnector(Connector):
 
     # -- bulk archives: the daily trade files ---------------------------------------------------------------------
     def server_time(self) -> datetime:
-        """OKX's clock (``GET /api/v5/public/time``): which days are over, hence published."""
+        """OKX's clock (``GET /api/v5/public/time``): which days are over, hence published, and what relative
+        ``--since 2h`` counts back from."""
         body, _ = self.session.get_json(f"{self.base_url}/api/v5/public/time", None)
         return datetime.fromtimestamp(int(body["data"][0]["ts"]) / 1000, UTC)
 

@@ -1,4 +1,5 @@
-"""A simulated OKX for ``schemahub sandbox``: ``GET /api/v5/market/history-trades`` with OKX's wire format.
+"""A simulated OKX for ``schemahub sandbox``: ``GET /api/v5/market/history-trades`` and ``/api/v5/public/time``
+with OKX's wire format.
 
 Served under ``/okx`` next to the built-in venues (hook ``register_sandbox_venues``), with SIMULATED trades
 from the sandbox's shared market. What it reproduces from OKX's public docs:

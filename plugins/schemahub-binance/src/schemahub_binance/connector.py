@@ -100,6 +100,7 @@ AGG_TRADES = Stream(
     event_time="T",
     ids=IdContinuity.CONTIGUOUS,  # aggregate ids are consecutive per symbol
     default=False,  # the same fills as `trades`, aggregated: landed when named
+    formerly=("trades",),  # until 2026-12 this stream was `trades`: old warehouses hold it in raw_binance_trades
 )
 
 QUOTES = Stream(
@@ -192,7 +193,8 @@ class BinanceConnector(Connector):
         return self.base_url if self.base_url != BASE_URL else ARCHIVE_URL
 
     def server_time(self) -> datetime:
-        """The venue's clock (``/api/v3/time``, weight 1): which days and months are over, hence archived."""
+        """The venue's clock (``/api/v3/time``, weight 1): which days and months are over, hence archived, and
+        what relative ``--since 2h`` counts back from."""
         body, _ = self.session.get_json(f"{self.base_url}/api/v3/time", None, 1)
         if not isinstance(body, dict) or not isinstance(body.get("serverTime"), int):
             raise ConnectorError(f"binance: /api/v3/time returned {body!r}")

@@ -124,6 +124,16 @@ class CoinbaseConnector(Connector):
     def close(self) -> None:
         self.session.close()
 
+    def server_time(self) -> datetime:
+        """The venue's clock: ``GET /time`` (``iso``, milliseconds)."""
+        body, _ = self.session.get_json(f"{self.base_url}/time")
+        if not isinstance(body, dict) or not isinstance(body.get("iso"), str):
+            raise ConnectorError(f"coinbase: /time returned {str(body)[:120]}")
+        try:
+            return _parse_time(body["iso"]).astimezone(UTC)
+        except ValueError:
+            raise ConnectorError(f"coinbase: /time returned an unreadable time {body['iso']!r}") from None
+
     def _trades(self, product: str, **params: Any) -> list[dict[str, Any]]:
         rows, _ = self.session.get_json(f"{self.base_url}/products/{product}/trades", params)
         if not isinstance(rows, list):

@@ -1,5 +1,5 @@
-"""Simulated Coinbase Exchange REST: ``/products/{id}/trades`` and ``/products/{id}/ticker``; WebSocket ``/ws``
-(``ticker`` channel). The real ticker channel pushes on every match; this one pushes the simulated best
+"""Simulated Coinbase Exchange REST: ``/products/{id}/trades``, ``/products/{id}/ticker`` and ``/time``; WebSocket
+``/ws`` (``ticker`` channel). The real ticker channel pushes on every match; this one pushes the simulated best
 bid/ask at a steady rate (see ``feeds``), with the same message shape.
 
 Trades come newest first; ``side`` is the MAKER's side; pagination is by
@@ -54,6 +54,7 @@ class CoinbaseApp(VenueApp):
         return [
             self.route("/products/{product_id}/trades", self.trades),
             self.route("/products/{product_id}/ticker", self.ticker),
+            self.route("/time", self.time),
             WebSocketRoute("/ws", self.ws),
         ]
 
@@ -128,6 +129,12 @@ class CoinbaseApp(VenueApp):
             rows[-1]["time"] = "yesterday at noon"  # the oldest row
         headers = {"CB-BEFORE": str(rows[0]["trade_id"]), "CB-AFTER": str(rows[-1]["trade_id"])} if rows else {}
         return JSONResponse(rows, headers=headers)
+
+    def time(self, request: Request, corrupt: bool) -> Response:
+        """``GET /time``: the server's clock as ``{"iso": "...Z" (ms), "epoch": float seconds}``, like Coinbase."""
+        now_ms = self.sandbox.clock.now_ns() // 1_000_000
+        stamp = datetime.fromtimestamp(now_ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return JSONResponse({"iso": f"{stamp}.{now_ms % 1000:03d}Z", "epoch": now_ms / 1000})
 
     def ticker(self, request: Request, corrupt: bool) -> Response:
         asset = PRODUCTS.get(request.path_params["product_id"])

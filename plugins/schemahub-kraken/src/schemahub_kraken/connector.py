@@ -164,6 +164,14 @@ class KrakenConnector(Connector):
         return KrakenLiveFeed(str(self.options.get("ws_url") or WS_URL),
                               {s.upper().replace("-", "/"): s.upper() for s in symbols})
 
+    def server_time(self) -> datetime:
+        """The venue's clock: ``GET /0/public/Time`` (``result.unixtime``, whole seconds)."""
+        body, _ = self.session.get_json(f"{self.base_url}/0/public/Time")
+        unixtime = body["result"].get("unixtime") if isinstance(body.get("result"), dict) else None
+        if not isinstance(unixtime, int | float):
+            raise ConnectorError(f"kraken: /0/public/Time returned {str(body)[:120]}")
+        return datetime.fromtimestamp(int(unixtime), UTC)
+
     def _result(self, path: str, params: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
         body, _ = self.session.get_json(f"{self.base_url}{path}", params)
         result = body["result"]

@@ -1,4 +1,5 @@
-"""Simulated Kraken Spot REST: ``/0/public/Trades`` and ``/0/public/Ticker``; WebSocket v2 ``/ws/v2`` ``ticker``.
+"""Simulated Kraken Spot REST: ``/0/public/Trades``, ``/0/public/Ticker`` and ``/0/public/Time``; WebSocket v2
+``/ws/v2`` ``ticker``.
 
 Errors, including rate limiting, come in a 200 body (``{"error": [...]}``).
 The result is keyed by Kraken's own pair name (``XXBTZUSD``) whatever alias was
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -60,6 +62,7 @@ class KrakenApp(VenueApp):
         return [
             self.route("/0/public/Trades", self.trades),
             self.route("/0/public/Ticker", self.ticker),
+            self.route("/0/public/Time", self.time),
             WebSocketRoute("/ws/v2", self.ws),
         ]
 
@@ -132,6 +135,12 @@ class KrakenApp(VenueApp):
             rows[0][0] = "NaN-ish"  # the oldest row
         last = str(trades[-1].time_ns) if trades else str(since if since is not None else now)
         return _dumps({"error": [], "result": {pair: rows, "last": last}})
+
+    def time(self, request: Request, corrupt: bool) -> Response:
+        """``GET /0/public/Time``: ``{"error": [], "result": {"unixtime": int seconds, "rfc1123": "..."}}``."""
+        now = datetime.fromtimestamp(self.sandbox.clock.now_ns() // NS, UTC)
+        return JSONResponse({"error": [], "result": {"unixtime": int(now.timestamp()),
+                                                     "rfc1123": now.strftime("%a, %d %b %y %H:%M:%S +0000")}})
 
     def ticker(self, request: Request, corrupt: bool) -> Response:
         pair = ALIASES.get(request.query_params.get("pair", "").upper())
