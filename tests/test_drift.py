@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pyarrow as pa
-from conftest import run_cli
+from conftest import SCHEMAHUB, run_cli
 
 from schemahub_core.apps.pipeline import run_ingest, run_unify
 from schemahub_core.apps.schema import apply, check, propose
@@ -184,34 +188,51 @@ def test_backfill_fills_old_rows_from_the_payload_exactly_once_through_kills(tmp
     before, drifted, new = _ids(sandbox, T0, DRIFT_AT), _ids(sandbox, DRIFT_AT, T1), _ids(sandbox, T1, T2)
     assert before and drifted and all(v is None for a, v in _raw_flags(catalog).items() if a not in new)
     raw = catalog.load_table((NS, "raw_binance_trades"))
-    snapshot, coverage = raw.current_snapshot().snapshot_id, watermark_rows(catalog, NS, registry)
-    files = len(list(raw.scan().plan_files()))
+    snapshot = raw.current_snapshot().snapshot_id
 
     env = {"SCHEMAHUB_LOAD_PLUGINS": "binance"}
     killed = run_cli("schema", "backfill", env={**env, "SCHEMAHUB_TEST_FAULT": "backfill.before-commit:1"},
                      check=False)
     assert killed.returncode == -9, killed.stderr
     assert catalog.load_table((NS, "raw_binance_trades")).current_snapshot().snapshot_id == snapshot  # nothing
-    killed = run_cli("schema", "backfill", env={**env, "SCHEMAHUB_TEST_FAULT": "backfill.after-commit:1"},
-                     check=False)
-    assert killed.returncode == -9, killed.stderr
+    # two writers: ingest commits while the backfill sleeps with its files written; the backfill's commit then
+    # fails, is redone on top of ingest's commits (carrying their progress), and the process dies right after it
+    location = Path(raw.location().removeprefix("file://"))
+
+    def written() -> tuple[int, int]:  # data files, manifests
+        return len(list(location.rglob("*.parquet"))), len(list(location.rglob("*.avro")))
+
+    landed = written()
+    racing = subprocess.Popen([*SCHEMAHUB, "schema", "backfill"], env={
+        **os.environ, **env, "SCHEMAHUB_TEST_FAULT": "backfill.before-commit:1:sleep=12,backfill.after-commit:1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while any(now == then for now, then in zip(written(), landed, strict=True)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the backfill has written its files and manifests: it sleeps just before the commit
+    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], until=T3)
+    ingested = catalog.load_table((NS, "raw_binance_trades")).current_snapshot()
+    assert ingested.snapshot_id != snapshot and ingested.summary.operation.value == "append"
+    coverage = watermark_rows(catalog, NS, registry)
+    assert racing.wait(timeout=120) == -9, racing.stderr.read() if racing.stderr else ""
     raw = catalog.load_table((NS, "raw_binance_trades"))
     newest = raw.current_snapshot()
-    assert newest.snapshot_id != snapshot and newest.summary.operation.value == "overwrite"
+    # its first attempt was built on the table before ingest's commit: a parent of ingest's snapshot is the retry
+    assert newest.summary.operation.value == "overwrite" and newest.parent_snapshot_id == ingested.snapshot_id
     (rerun,) = json.loads(run_cli("schema", "backfill", "--json", env=env).stdout)
     assert (rerun["files_rewritten"], rerun["rows_filled"], rerun["error"]) == (0, 0, None)  # nothing left to fill
     assert rerun["files_checked"] > 0  # the files of rows whose payload lacks the field are looked at, not rewritten
 
+    third = _ids(sandbox, T2, T3)
     flags = _raw_flags(catalog)
-    assert sorted(flags) == sorted(before + drifted + new)  # every row once: none lost, none doubled
-    assert all(flags[a] == "X" for a in drifted + new)  # rows landed before the column now carry it
+    assert sorted(flags) == sorted(before + drifted + new + third)  # every row once: none lost, none doubled
+    assert all(flags[a] == "X" for a in drifted + new + third)  # rows landed before the column now carry it
     assert all(flags[a] is None for a in before)  # their payload has no such field
-    assert len(list(raw.scan().plan_files())) == files  # each rewritten file replaced one for one
+    assert len(list(raw.scan().plan_files())) == len(list(raw.scan(snapshot_id=ingested.snapshot_id).plan_files()))
+    # (each rewritten file replaced one for one)
     assert watermark_rows(catalog, NS, registry) == coverage  # coverage and progress survive the rewrite
     assert check(catalog, NS, registry) == []
 
     # the pipeline goes on exactly once over the rewritten files
-    run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], until=T3)
     assert sum(s.landed for s in run_ingest(settings, registry, ["binance"], symbols=["BTC-USDT"], since=T0,
                                             until=T3)) == 0
     run_unify(settings, registry, "trades_unified")
