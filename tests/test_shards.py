@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SCHEMAHUB, run_cli
+from conftest import SCHEMAHUB, doc_commands, run_cli
 from storage_fixtures import StorageHome
 
 from schemahub_core.engine.catalog import open_catalog
@@ -59,15 +59,20 @@ def test_a_bad_shard_is_one_line_before_any_write(tmp_path: Path, bad: str) -> N
 
 
 def test_three_shards_at_once_land_every_unit_exactly_once(tmp_path: Path, postgres_home: StorageHome) -> None:
+    """The three commands docs/cluster.md shows, run at once."""
     since, until = EVENT_AT - timedelta(seconds=2), EVENT_AT + timedelta(seconds=1)
-    window = ["--since", since.isoformat(), "--until", until.isoformat()]
+    commands = doc_commands("cluster.md", "--shard")
+    assert [c[c.index("--shard") + 1] for c in commands] == ["1/3", "2/3", "3/3"]
+    for argv in commands:
+        assert argv[:2] == ["run", "ingest"] and "--json" in argv
+        assert [argv[argv.index(o) + 1] for o in ("--since", "--until")] == \
+            [t.isoformat().replace("+00:00", "Z") for t in (since, until)]
     with Sandbox(SandboxConfig.fast()) as sandbox:
         env = {**os.environ, **postgres_home.env, **sandbox.env(), "SCHEMAHUB_LOAD_PLUGINS": ",".join(SOURCES)}
 
         def shards() -> list[list[dict]]:
-            procs = [subprocess.Popen([*SCHEMAHUB, "run", "ingest", *(f"{s}.trades" for s in SOURCES), *window,
-                                       "--shard", f"{i}/3", "--json"], env=env, cwd=tmp_path, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in (1, 2, 3)]
+            procs = [subprocess.Popen([*SCHEMAHUB, *argv], env=env, cwd=tmp_path, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for argv in commands]
             outs = [p.communicate(timeout=180) for p in procs]
             for p, (out, err) in zip(procs, outs, strict=True):
                 assert p.returncode == 0, f"{out}\n{err}"

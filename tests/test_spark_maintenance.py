@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from click.testing import CliRunner
-from conftest import run_cli
+from conftest import doc_commands, run_cli
 from test_maintenance import NS, RAW, VENUES, configure, engine_position, expected_keys, unified_keys
 
 from schemahub_core.apps.cli import cli
@@ -30,8 +30,9 @@ from schemahub_core.testing.scripted import scripted_registry
 
 
 def maintain_on_spark(*extra: str) -> dict[str, dict[str, Any]]:
-    out = CliRunner().invoke(cli, ["maintain", "--engine", "spark", "--expire-older-than", "0s", "--compact",
-                                   "--json", *extra])
+    """The command docs/cluster.md shows, at the most aggressive expiry, in process (on the suite's session)."""
+    (shown,) = doc_commands("cluster.md", "maintain --engine spark")
+    out = CliRunner().invoke(cli, [*shown, "--expire-older-than", "0s", "--json", *extra])
     assert out.exit_code == 0, out.output
     reports = json.loads(out.stdout)
     assert all(set(r) == {f.name for f in fields(TableReport)} for r in reports), "not the embedded report shape"
@@ -106,7 +107,7 @@ def test_maintain_on_spark_keeps_rows_and_progress_and_ingest_and_unify_resume_e
 
 
 def test_bad_spark_maintenance_options_fail_in_one_line_before_spark_starts(home: Path) -> None:
-    for args, why in [(["--engine", "spark", "--remove-orphans-older-than", "2h"], "less than 1 day"),
+    for args, why in [(["--engine", "spark", "--remove-orphans-older-than", "2h"], "less than 24 hours"),
                       (["--remove-orphans-older-than", "3d"], "needs --engine spark")]:
         out = CliRunner().invoke(cli, ["maintain", *args])
         assert out.exit_code == 1 and why in out.stderr and out.stderr.count("\n") == 1, out.stderr

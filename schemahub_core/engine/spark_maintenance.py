@@ -47,8 +47,9 @@ def orphan_cutoff(older_than: datetime, now: datetime | None = None) -> datetime
     """``older_than`` if it is safe for ``remove_orphan_files``, else a ValueError saying why."""
     now = now or datetime.now(UTC)
     if older_than > now - MIN_ORPHAN_AGE:
-        raise ValueError(f"{older_than.isoformat()} is less than {MIN_ORPHAN_AGE} ago: a running ingest's data "
-                         "files exist before its commit does, and would be deleted as orphans")
+        raise ValueError(f"{older_than.isoformat()} is less than {MIN_ORPHAN_AGE.total_seconds() / 3600:.0f} hours "
+                         "ago: a running ingest's data files exist before its commit does, and would be deleted as "
+                         "orphans")
     return older_than
 
 
