@@ -98,8 +98,9 @@ def cli(sandbox, home: Path, *args: str, fault: str | None = None) -> subprocess
 
 def test_archive_days_then_rest_forward_unify_to_the_truth_and_rows_equal_rest_rows(sandbox, tmp_path):
     home = tmp_path / "home"
-    [day] = land(sandbox, home, D7, D8)
-    assert (day.file, day.status, day.commits) == ("ETHUSDT-aggTrades-2024-02-07.zip", "landed", 1)
+    days = land(sandbox, home, D7 - DAY, D8)  # N = 2 days
+    assert [(d.file, d.status, d.commits) for d in days] == [("ETHUSDT-aggTrades-2024-02-06.zip", "landed", 1),
+                                                             ("ETHUSDT-aggTrades-2024-02-07.zip", "landed", 1)]
     until = D8 + timedelta(minutes=20)  # REST carries on from the archive's last trade
     [rest] = ingest(open_catalog(settings(home)), NS, get_registry(), "binance", streams=["agg_trades"],
                     symbols=["ETH-USDT"], until=until, pages_per_commit=50,
@@ -112,7 +113,7 @@ def test_archive_days_then_rest_forward_unify_to_the_truth_and_rows_equal_rest_r
                                                                   "trade_ts")), strict=True))
     want = Counter((str(t.id), t.taker.upper(), float(f"{t.price:.8f}"), float(f"{t.qty:.8f}"),
                     datetime.fromtimestamp(t.time_ns // 1000 / 1e6, UTC).replace(
-                        microsecond=(t.time_ns // 1000) % 1_000_000)) for t in truth(sandbox, D7, until))
+                        microsecond=(t.time_ns // 1000) % 1_000_000)) for t in truth(sandbox, D7 - DAY, until))
     assert got == want and max(got.values()) == 1
 
     # the same trades through REST alone, in another home: raw rows identical but for the payload
@@ -130,6 +131,37 @@ def test_archive_days_then_rest_forward_unify_to_the_truth_and_rows_equal_rest_r
     line = archived.column("_raw_payload")[0].as_py()
     assert line.split(",")[0] == str(archived.column("a")[0].as_py()) and line.endswith(",True")
     assert json.loads(rest_rows.column("_raw_payload")[0].as_py())["a"] == rest_rows.column("a")[0].as_py()
+
+
+def test_individual_trades_files_land_the_rest_rows_of_the_trades_stream(sandbox, tmp_path):
+    """The default stream (``trades``, what feeds trades_unified) from Binance's ``trades`` files: raw rows equal
+    the ``historicalTrades`` rows for the same trades but for the payload; a rerun skips the file."""
+    home, other = tmp_path / "home", tmp_path / "rest-only"
+
+    def trades(where: Path) -> pa.Table:
+        table = open_catalog(settings(where)).load_table((NS, "raw_binance_trades")).scan().to_arrow()
+        return table.sort_by([("time", "ascending"), ("id", "ascending")])
+
+    options = sandbox.connector_options("binance")
+    [day] = backfill(open_catalog(settings(home)), NS, get_registry(), "binance", stream="trades", since=D8,
+                     until=D8 + DAY, symbols=["ETH-USDT"], options=options)
+    assert (day.file, day.status, day.error) == ("ETHUSDT-trades-2024-02-08.zip", "landed", None)
+    window = (D8 + timedelta(hours=6), D8 + timedelta(hours=7))
+    [rest] = ingest(open_catalog(settings(other)), NS, get_registry(), "binance", streams=["trades"],
+                    symbols=["ETH-USDT"], since=window[0], until=window[1], pages_per_commit=50, options=options)
+    assert rest.error is None
+    from_rest, archived = trades(other), trades(home)
+    archived = archived.filter(pc.is_in(archived.column("id"), from_rest.column("id")))
+    same = [c for c in from_rest.column_names if c not in ("_raw_payload", "_source_ingest_ts")]
+    assert from_rest.num_rows > 300 and archived.select(same).equals(from_rest.select(same))
+    ids = [int(i) for i in trades(home).column("id").to_pylist()]
+    assert len(ids) == len(set(ids)) and sorted(ids) == list(range(min(ids), max(ids) + 1))  # every fill once
+    line = archived.column("_raw_payload")[0].as_py().split(",")
+    assert line[0] == archived.column("id")[0].as_py() and line[-2:] == [
+        str(archived.column("isBuyerMaker")[0].as_py()), "True"]
+    [again] = backfill(open_catalog(settings(home)), NS, get_registry(), "binance", stream="trades", since=D8,
+                       until=D8 + DAY, symbols=["ETH-USDT"], options=options)
+    assert again.status == "skipped" and trades(home).num_rows == len(ids)
 
 
 def _one_line_errors(stderr: str) -> list[str]:
