@@ -29,6 +29,7 @@ from schemahub_core.apps.pipeline import run_unify
 from schemahub_core.engine.archives import archive_key, backfill
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.engine.ingest import ingest
+from schemahub_core.engine.state import cursor_key, encode_cursor
 from schemahub_core.framework.config import Settings, default_catalog
 from schemahub_core.framework.registry import get_registry
 from schemahub_core.sandbox import Sandbox, SandboxConfig
@@ -143,9 +144,10 @@ def test_individual_trades_files_land_the_rest_rows_of_the_trades_stream(sandbox
         return table.sort_by([("time", "ascending"), ("id", "ascending")])
 
     options = sandbox.connector_options("binance")
-    [day] = backfill(open_catalog(settings(home)), NS, get_registry(), "binance", stream="trades", since=D8,
-                     until=D8 + DAY, symbols=["ETH-USDT"], options=options)
-    assert (day.file, day.status, day.error) == ("ETHUSDT-trades-2024-02-08.zip", "landed", None)
+    days = backfill(open_catalog(settings(home)), NS, get_registry(), "binance", stream="trades", since=D7,
+                    until=D8 + DAY, symbols=["ETH-USDT"], options=options)  # two files: the second continues
+    assert [(d.file, d.status, d.error) for d in days] == [("ETHUSDT-trades-2024-02-07.zip", "landed", None),
+                                                           ("ETHUSDT-trades-2024-02-08.zip", "landed", None)]
     window = (D8 + timedelta(hours=6), D8 + timedelta(hours=7))
     [rest] = ingest(open_catalog(settings(other)), NS, get_registry(), "binance", streams=["trades"],
                     symbols=["ETH-USDT"], since=window[0], until=window[1], pages_per_commit=50, options=options)
@@ -159,9 +161,12 @@ def test_individual_trades_files_land_the_rest_rows_of_the_trades_stream(sandbox
     line = archived.column("_raw_payload")[0].as_py().split(",")
     assert line[0] == archived.column("id")[0].as_py() and line[-2:] == [
         str(archived.column("isBuyerMaker")[0].as_py()), "True"]
-    [again] = backfill(open_catalog(settings(home)), NS, get_registry(), "binance", stream="trades", since=D8,
-                       until=D8 + DAY, symbols=["ETH-USDT"], options=options)
-    assert again.status == "skipped" and trades(home).num_rows == len(ids)
+    table = open_catalog(settings(home)).load_table((NS, "raw_binance_trades"))
+    assert table.current_snapshot().summary.additional_properties[cursor_key("trades", "ETH-USDT")] == \
+        encode_cursor(max(ids))  # REST continues after the last fill of the second file
+    again = backfill(open_catalog(settings(home)), NS, get_registry(), "binance", stream="trades", since=D7,
+                     until=D8 + DAY, symbols=["ETH-USDT"], options=options)
+    assert [d.status for d in again] == ["skipped", "skipped"] and trades(home).num_rows == len(ids)
 
 
 def _one_line_errors(stderr: str) -> list[str]:

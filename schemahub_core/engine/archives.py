@@ -285,8 +285,14 @@ class FileBackfill:
         """First and last record id of a chunk of an id-cursor stream (the key's last column is the id)."""
         if self.stream.cursor_kind != CursorKind.ID or chunk.num_rows == 0:
             return None
-        ids = chunk.column(self.stream.key[-1])
-        return int(pc.min(ids).as_py()), int(pc.max(ids).as_py())
+        bounds = pc.min_max(self._ids(chunk))
+        return int(bounds["min"].as_py()), int(bounds["max"].as_py())
+
+    def _ids(self, rows: pa.Table) -> pa.ChunkedArray:
+        """The record ids as integers: a stream may keep them as text (Binance's trade id, as the seed's DDL),
+        where the smallest string is not the smallest id once ids gain a digit."""
+        ids = rows.column(self.stream.key[-1])
+        return ids if pa.types.is_integer(ids.type) else pc.cast(ids, pa.int64())
 
     def _commit(self, rows: pa.Table, sha: str, file_rows: int, done: bool, replaced: bool, read: int,
                 span: tuple[int, int] | None) -> bool:
@@ -350,8 +356,8 @@ class FileBackfill:
 
     def _continued_cursor(self, rows: pa.Table, cursor: object) -> int | None:
         """The id cursor after ``rows`` if they continue the committed one (or there is none); else None."""
-        ids = rows.column(self.stream.key[-1])
-        first, last = pc.min(ids).as_py(), pc.max(ids).as_py()
+        bounds = pc.min_max(self._ids(rows))
+        first, last = bounds["min"].as_py(), bounds["max"].as_py()
         if cursor is None:
             return int(last)
         if isinstance(cursor, int) and first <= cursor + 1 < last + 1:
