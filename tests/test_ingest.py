@@ -183,3 +183,30 @@ def test_symbols_can_name_one_source_each(tmp_path) -> None:
     assert {(r[0], r[1]) for r in unified_rows(settings)} == {("SCRIPTED", "ETH-USD"), ("SCRIPTED_B", "BTC-USD")}
     assert symbols_for("kraken", ["BTC-USD", "binance:BTC-USDT"]) == ["BTC-USD"]
     assert symbols_for("binance", ["binance:BTC-USDT"]) == ["BTC-USDT"] and symbols_for("binance", None) is None
+
+
+def test_a_commit_refused_by_a_locked_sqlite_catalog_is_not_taken_for_landed(tmp_path) -> None:
+    """A reader holds the SQLite catalog's lock past the 5 s busy timeout (a sqlite3 shell mid-transaction, a
+    JDBC catalog): the refused COMMIT must be retried, not found "landed" through its own uncommitted row."""
+    import threading
+
+    options = {"scripted": {"trades": 10, "page_size": 5}}
+    settings = settings_for(tmp_path, options)
+    run_ingest(settings, registry(), ["scripted"], symbols=["BTC-USD"], pages_per_commit=1)
+    reader = sqlite3.connect(tmp_path / "catalog.db", isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM iceberg_tables").fetchall()  # a read transaction: SQLite's shared lock
+    release = threading.Timer(6.5, lambda: reader.execute("COMMIT"))
+    release.start()
+    try:
+        options["scripted"]["trades"] = 20
+        stats = run_ingest(settings, registry(), ["scripted"], symbols=["BTC-USD"], pages_per_commit=1)
+    finally:
+        release.join()
+        reader.close()
+    assert [(s.landed, s.error) for s in stats] == [(10, None)]
+    btc = [{k: n for k, n in keys.items() if k[0].startswith("BTC")}
+           for keys in (raw_keys(settings, "scripted"), served_keys("scripted", options["scripted"]))]
+    assert btc[0] == btc[1] and len(btc[0]) == 20, "a page reported landed is missing (or one landed twice)"
+    raw = open_catalog(settings).load_table((NS, "raw_scripted_trades"))
+    assert len(read_state(raw, "trades", "BTC-USD").spans) == 1, "a hole where a page was reported landed"

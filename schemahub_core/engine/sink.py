@@ -149,7 +149,11 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (CommitFailedException, CommitStateUnknownException, OSError)):
         return True
-    cause = getattr(exc, "orig", exc)  # SQLAlchemy wraps the driver's error
+    return _sqlite_busy(exc)  # SQLAlchemy wraps the driver's error: _sqlite_busy looks at .orig
+
+
+def _sqlite_busy(exc: BaseException) -> bool:
+    cause = getattr(exc, "orig", exc)
     return isinstance(cause, sqlite3.OperationalError) and any(w in str(cause) for w in ("locked", "busy"))
 
 
@@ -339,8 +343,22 @@ class IcebergSink:
             except Exception as exc:
                 if not is_transient(exc) or attempt == MAX_ATTEMPTS - 1:
                     raise
+                if _sqlite_busy(exc):
+                    self._drop_connections()
                 backoff(attempt)
         raise AssertionError("unreachable")
+
+    def _drop_connections(self) -> None:
+        """Close the catalog's pooled connections after SQLite said "database is locked" at COMMIT.
+
+        That failed COMMIT leaves its transaction open on the pooled connection: the next load through it
+        reads the uncommitted row, so the look for our own snapshot took the failed attempt for landed
+        (the run reported rows that no snapshot holds, measured with a reader holding the lock for 7 s).
+        Fresh connections read only what is committed.
+        """
+        engine = getattr(self.catalog, "engine", None)
+        if engine is not None:
+            engine.dispose()
 
     def existing_keys(self, target: str, key: Iterable[str], time_column: str, days: Iterable[datetime]) -> pa.Table:
         table = self._load(target)
