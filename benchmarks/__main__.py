@@ -33,6 +33,7 @@ BENCHMARKS = {
     "unify_memory": "benchmarks.unify_memory",
     "history": "benchmarks.history",
     "live_load": "benchmarks.live_load",
+    "spark_unify": "benchmarks.spark_unify",
 }
 RESULTS = Path(__file__).parent / "results"
 

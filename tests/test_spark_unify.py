@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import random
 import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from scripted_support import NS, expected_rows, registry, settings_for, unified_rows
+from scripted_support import NS, SCHEMAHUB, child_env, expected_rows, registry, settings_for, unified_rows
 
 from schemahub_core.apps.pipeline import run_pipeline, run_unify
 from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.faults import ENV as FAULT_ENV
+from schemahub_core.engine.faults import reset as reset_faults
+from schemahub_core.engine.sink import progress_of
+from schemahub_core.engine.spark_unify import spark_unify
+from schemahub_core.engine.unify import unify
 from schemahub_core.framework.config import ConfigError, Settings, default_catalog, load_settings
 from schemahub_core.framework.registry import get_registry
+from schemahub_core.testing.scripted import land_backlog
 
 
 def test_spark_settings_come_from_the_environment_and_are_checked_before_any_write(home, monkeypatch) -> None:
@@ -90,3 +103,103 @@ def test_pipeline_on_spark_ingests_embedded_and_unifies_on_spark(tmp_path, spark
     run_pipeline(twin_home, registry(), "trades_unified")
     exact(open_catalog(spark_home), open_catalog(twin_home))
     assert unified_rows(spark_home) == expected_rows(options)
+
+
+# --- crashes and races: the exactly-once contract --------------------------------------------------------------
+
+# A child's JVM with the client compiler only and a serial GC starts in a third of the time: these runs are short
+CHILD_SPARK_CONF = ("spark.sql.shuffle.partitions=2,"
+                    "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+POINTS = ("spark.mapped", "spark.task", "unify.staged", "unify.before-commit", "unify.after-commit")
+# A killed child costs a JVM start and a Spark run (10-30 s on this 2-core machine): the default suite kills at
+# three points (lost executor, before and after the commit); `pytest -m slow` runs ten seeds over all five
+SEEDS = [pytest.param((1, 3, 4), id="3-seeds"),
+         pytest.param(range(10), id="10-seeds", marks=[pytest.mark.slow, pytest.mark.timeout(1800)])]
+
+
+def scripted_mappings() -> list:
+    return [m for _, m in registry().mappings]
+
+
+def backlog(catalog, seed: int) -> None:
+    rng = random.Random(seed)
+    land_backlog(catalog, NS, rng.randint(200, 400), days=rng.randint(1, 3), commit_rows=rng.randint(80, 160),
+                 first_id=1_000 + seed * 1_000, seed=seed)
+
+
+def land(catalogs, seed: int) -> None:
+    """The same raw rows into every catalog: new trades (some twice), and the previous seed's trades again
+    (fetched twice by overlapping runs: already unified, the anti-join against the target drops them)."""
+    for catalog in catalogs:
+        backlog(catalog, seed)
+        if seed:
+            backlog(catalog, seed - 1)
+
+
+def twins(tmp_path):
+    home, twin = tmp_path / "home", tmp_path / "twin"
+    return home, open_catalog(settings_for(home, {})), open_catalog(settings_for(twin, {}))
+
+
+@pytest.mark.parametrize("seeds", SEEDS)
+def test_killing_the_spark_driver_at_random_points_then_rerunning_leaves_the_target_exact(tmp_path, spark_base,
+                                                                                         seeds) -> None:
+    """Each seed lands new raw rows (some already unified), kills a real ``run unify --engine spark`` child at
+    one of the engine's points (an executor for ``spark.task``), reruns, and compares the target with the
+    embedded engine's on the same raw data: no row lost, none twice."""
+    home, catalog, twin = twins(tmp_path)
+    outcomes: Counter = Counter()
+    for seed in seeds:
+        land([catalog, twin], seed)
+        point = POINTS[seed % len(POINTS)]
+        env = {**child_env(tmp_path, home, {}, fault=f"{point}:1:kill"), "SCHEMAHUB_SPARK_CONF": CHILD_SPARK_CONF}
+        child = subprocess.run([*SCHEMAHUB, "run", "unify", "trades_unified", "--engine", "spark"], env=env,
+                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        if point == "spark.task":  # a lost executor fails the job: one line, nothing committed
+            assert child.returncode == 1, child.stderr
+            assert "error: trades_unified: the Spark job failed, nothing was committed" in child.stderr
+            assert "Traceback" not in child.stderr
+        else:
+            assert child.returncode == -signal.SIGKILL, (point, child.stderr[-2000:])
+        outcomes[point] += 1
+        # the rerun: on Spark, or (every other seed, to keep the suite fast) embedded, which shares the contract
+        rerun = spark_unify(spark_base, catalog, NS, registry(), "trades_unified", scripted_mappings()) \
+            if seed % 2 == 0 else unify(catalog, NS, registry(), "trades_unified", scripted_mappings())
+        assert rerun.error is None
+        assert rerun.commits == (0 if point == "unify.after-commit" else 1), (seed, point)
+        assert unify(twin, NS, registry(), "trades_unified", scripted_mappings()).commits == 1
+        exact(catalog, twin)
+    assert outcomes == Counter(POINTS[seed % len(POINTS)] for seed in seeds)
+
+
+def test_spark_unify_racing_embedded_unify_leaves_the_target_exact(tmp_path, spark_base, monkeypatch) -> None:
+    """Both orders, made deterministic by a gate at the commit: the one held there finds the progress moved,
+    its commit is refused, and it replans from the other's commit (and unifies what landed meanwhile)."""
+    home, catalog, twin = twins(tmp_path)
+    mappings = scripted_mappings()
+    seed = iter(range(100))
+    for held in ("embedded", "spark"):
+        gate = tmp_path / f"gate-{held}"
+        monkeypatch.setenv(FAULT_ENV, f"unify.before-commit:1:wait={gate}")
+        reset_faults()
+        land([catalog, twin], next(seed))
+        runs = {"embedded": lambda: unify(catalog, NS, registry(), "trades_unified", mappings),
+                "spark": lambda: spark_unify(spark_base, catalog, NS, registry(), "trades_unified", mappings)}
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(runs[held])
+            while not Path(f"{gate}.reached").exists():  # it has planned, staged its files, and waits to commit
+                assert not waiting.done(), waiting.result()
+                time.sleep(0.05)
+            land([catalog, twin], next(seed))
+            other = runs["spark" if held == "embedded" else "embedded"]()  # the gate fires once: it commits
+            assert (other.commits, other.error) == (1, None)
+            land([catalog, twin], next(seed))  # what only the replan of the held run can see
+            gate.touch()
+            late = waiting.result(timeout=300)
+        assert (late.commits, late.error) == (1, None), held
+        assert unify(twin, NS, registry(), "trades_unified", mappings).commits == 1
+        exact(catalog, twin)
+        table = catalog.load_table((NS, "trades_unified"))
+        raw = catalog.load_table((NS, "raw_scripted_trades"))
+        assert table.current_snapshot().snapshot_id == late.snapshot_id
+        assert progress_of(table)["schemahub.source.raw_scripted_trades"] == str(raw.current_snapshot().snapshot_id)

@@ -242,7 +242,9 @@ def settings_session(settings: Settings, app_name: str = "schemahub") -> SparkSe
     """
     check_setup()
     try:
-        return base_session(settings.spark_master, settings.spark_conf, app_name=app_name)
+        session = base_session(settings.spark_master, settings.spark_conf, app_name=app_name)
+        session.sparkContext.setLogLevel("FATAL")  # a failed job is reported as one line, not a Java stack
+        return session
     except Exception as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         why = lines[0] if lines else type(exc).__name__

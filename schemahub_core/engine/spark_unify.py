@@ -277,13 +277,12 @@ def _is_spark_failure(exc: BaseException) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The cause of a Spark failure in one line: the Python error of the task if there is one."""
-    text = str(exc)
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith(("org.apache.spark.SparkException", "pyspark.errors")) or "Error:" in line:
+    """The cause of a Spark failure in one line: Spark's own exception message, not py4j's call site."""
+    lines = [line.strip().lstrip(": ") for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("org.apache.spark.", "pyspark.errors")) or "Error:" in line:
             return line[:300]
-    return (text.strip().splitlines() or [type(exc).__name__])[0][:300]
+    return (lines or [type(exc).__name__])[0][:300]
 
 
 def spark_unify(
