@@ -12,6 +12,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -31,6 +32,7 @@ from schemahub_core.testing.sandbox import _clear_sandbox_faults, sandbox  # noq
 
 SINCE, UNTIL = EVENT_AT - timedelta(minutes=3), EVENT_AT + timedelta(minutes=1)
 WINDOW = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat()]
+UTC_UNTIL = UNTIL.isoformat()
 # venue -> (native symbol, canonical symbol, raw id column)
 VENUES = {"binance": ("BTCUSDT", "BTC-USDT", "id"), "coinbase": ("BTC-USD", "BTC-USD", "trade_id"),
           "kraken": ("XXBTZUSD", "BTC-USD", "trade_id"), "okx": ("BTC-USDT", "BTC-USDT", "tradeId")}
@@ -104,13 +106,16 @@ def test_audit_reports_exactly_the_dropped_ranges_and_exits_non_zero(dropped, sa
         assert (days[venue]["raw_duplicates"], days[venue]["unified_duplicates"], days[venue]["not_unified"],
                 days[venue]["not_in_raw"]) == (0, 0, 0, 0)
     assert days["binance"]["missing_ranges"] == [list(r) for r in dropped["drops"]["binance"]]
-    assert report["columns_read"]["raw_binance_trades"] == ["symbol", "id", "time"]  # key columns only
-    assert report["columns_read"]["trades_unified"] == ["exchange", "symbol", "trade_id", "trade_ts"]
+    # key columns only: the scans' projected schemas
+    assert sorted(report["columns_read"]["raw_binance_trades"]) == ["id", "symbol", "time"]
+    assert sorted(report["columns_read"]["trades_unified"]) == ["exchange", "symbol", "trade_id", "trade_ts"]
 
-    status = _status(dropped["home"])
+    status = _status(dropped["home"])  # the figure the audit left, not a new audit
     for venue, ranges in dropped["drops"].items():
         lost = sum(hi - lo + 1 for lo, hi in ranges)
         assert status[venue]["gaps"] == len(ranges) and status[venue]["completeness"] < 1
+        assert status[venue]["audit_stale"] is False and status[venue]["audit_window"] == [SINCE.isoformat(),
+                                                                                           UTC_UNTIL]
         if venue != "okx":
             assert status[venue]["completeness"] == pytest.approx(1 - lost / len(dropped["truth"][venue]), abs=1e-6)
 
@@ -155,7 +160,14 @@ def test_a_clean_history_audits_clean_and_a_manual_duplicate_is_detected(sandbox
     until = SINCE + timedelta(minutes=1)
     run_pipeline(settings, registry, "trades_unified", symbols=["binance:BTC-USDT", "coinbase:BTC-USD"],
                  since=SINCE, until=until)
+    (row,) = [r for r in _status(home).values() if r["source"] == "binance"]
+    assert (row["completeness"], row["gaps"], row["audited_at"]) == (None, None, None)  # status does not audit
     clean = run_audit(settings, registry)
+    assert {(r["completeness"], r["gaps"], r["audit_stale"]) for r in _status(home).values()} == {(1.0, 0, False)}
+    text = CliRunner().invoke(cli, ["status"], env={"SCHEMAHUB_HOME": str(home)})
+    assert text.exit_code == 0, repr(text.exception)
+    text = text.output
+    assert "from the last `schemahub audit`" in text and "s ago" in text
     assert clean.clean and not clean.gaps and {d.source for d in clean.days} == {"binance", "coinbase"}
     assert [(d.raw_rows, d.unified_rows, d.missing) for d in clean.days if d.source == "binance"] == [
         (len(_truth(sandbox, "binance", SINCE, until)),) * 2 + (0,)]
@@ -164,7 +176,9 @@ def test_a_clean_history_audits_clean_and_a_manual_duplicate_is_detected(sandbox
     raw = catalog.load_table((settings.namespace, "raw_coinbase_trades"))
     doubled = raw.scan(limit=1).to_arrow()
     raw.append(doubled)  # a manual append of a row that is already there
+    assert {s: r["audit_stale"] for s, r in _status(home).items()} == {"binance": False, "coinbase": True}
     found = run_audit(settings, registry)
+    assert {s: r["audit_stale"] for s, r in _status(home).items()} == {"binance": False, "coinbase": False}
     assert not found.clean and [(d.source, d.raw_duplicates, d.unified_duplicates) for d in found.days
                                 if d.problems] == [("coinbase", 1, 0)]
     unified = catalog.load_table((settings.namespace, "trades_unified"))
@@ -208,3 +222,61 @@ def test_an_archive_missing_a_range_is_reported_exactly(sandbox, home, monkeypat
     (d,) = report.days
     assert (d.raw_rows, d.missing, d.id_min, d.id_max) == (len(ids) - 8, 8, ids[0], ids[-1])
     assert d.pending == d.raw_rows and d.not_unified == 0  # not unified yet: pending, not missing
+
+
+def _landed(table, stream, native: str, ids: list, times: list[datetime]) -> pa.Table:
+    """Raw rows of ``stream`` with these ids and times; every other column null or a placeholder."""
+    columns = {}
+    for f in table.schema().as_arrow():
+        if f.name == stream.symbol_column:
+            columns[f.name] = pa.array([native] * len(ids), f.type)
+        elif f.name == stream.id_column:
+            columns[f.name] = pa.array(ids).cast(f.type)
+        elif f.name == stream.event_time:
+            columns[f.name] = pa.array(times, f.type)
+        elif f.nullable:
+            columns[f.name] = pa.nulls(len(ids), f.type)
+        else:
+            columns[f.name] = pa.array([0] * len(ids)).cast(f.type)
+    return pa.table(columns, schema=pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f
+                                                for f in table.schema().as_arrow()]))
+
+
+def test_the_day_by_day_audit_carries_ids_and_intervals_across_midnight(home):
+    """Gaps and time holes that straddle midnight, where one day's read ends and the next begins, are found as
+    if the days were one; the time-hole threshold is the 99th percentile of all intervals, exactly."""
+    from schemahub_core.engine.tables import init_tables
+
+    settings, registry = load_settings(), get_registry()
+    catalog = open_catalog(settings)
+    init_tables(catalog, settings.namespace, registry)
+    midnight = datetime(2024, 2, 9, tzinfo=UTC)
+    times = [midnight + timedelta(milliseconds=100 * (i - 500)) for i in range(1000)]
+    for venue, native, ids, keep in (
+        ("coinbase", "BTC-USD", list(range(1000, 2000)), [i for i in range(1000) if not 497 <= i <= 502]),
+        ("okx", "BTC-USDT", [str(10 * i) for i in range(1000)], [i for i in range(1000) if not 450 <= i <= 549]),
+    ):
+        stream = registry.connectors[venue].streams["trades"]
+        table = catalog.load_table((settings.namespace, f"raw_{venue}_trades"))
+        for half in (keep[: len(keep) // 2], keep[len(keep) // 2:]):  # two appends, both across midnight
+            table.append(_landed(table, stream, native, [ids[i] for i in half], [times[i] for i in half]))
+    report = engine_audit.audit(catalog, settings.namespace, registry, [], sources=["coinbase", "okx"])
+    assert {d.day for d in report.days} == {midnight.date() - timedelta(days=1), midnight.date()}
+    (gap,) = [g for g in report.gaps if g.kind == "ids"]
+    assert (gap.source, gap.first_id, gap.last_id, gap.time_before, gap.time_after) == (
+        "coinbase", 1497, 1502, times[496], times[503])
+    (hole,) = [g for g in report.gaps if g.kind == "time"]
+    assert (hole.source, hole.id_before, hole.id_after, hole.time_before, hole.time_after) == (
+        "okx", 4490, 5500, times[449], times[550])  # ids as integers, as the repair asks for them
+    kept = np.array([int(times[i].timestamp() * 1e6) for i in range(1000) if not 450 <= i <= 549])
+    assert report.hole_thresholds["okx.BTC-USDT"] == round(max(4 * np.percentile(np.diff(kept), 99), 1e6) / 1e6, 3)
+    assert sum(d.raw_rows for d in report.days if d.source == "coinbase") == 994
+    assert [d.raw_duplicates for d in report.days] == [0] * len(report.days)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 99, 100, 101, 1000, 12345])
+def test_the_99th_percentile_from_only_the_largest_intervals_is_numpys(n):
+    rng = np.random.default_rng(n)
+    values = rng.exponential(1000, n).astype(np.int64) * (rng.random(n) < 0.9)  # ties and zeros too
+    top = np.sort(values)[len(values) - min(n, engine_audit.top_needed(n)):]
+    assert engine_audit.p99_of_top(rng.permutation(top), n) == pytest.approx(np.percentile(values, 99), abs=1e-9)

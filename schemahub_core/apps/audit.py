@@ -3,15 +3,25 @@
 The work lives in ``engine.audit`` (read key columns, find gaps, duplicates, time holes, reconcile raw with
 unified) and ``engine.repair`` (fetch each gap's window, land what raw lacks exactly once); this module picks
 the sources and symbols from the settings and, after a repair, unifies and audits again.
+
+Every audit leaves its completeness per (source, stream, symbol) in ``<home>/last_audit.json``, with when it
+ran, its window and the raw snapshot it read: ``status`` shows that figure and its age instead of reading
+the raw tables again, and says when raw has taken new data since (the figure is then stale).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Operation
 
 from schemahub_core.apps.pipeline import run_unify, symbols_for
 from schemahub_core.engine.audit import HOLE_FACTOR, AuditReport, audit
@@ -24,6 +34,7 @@ from schemahub_core.framework.mapping import collect_mappings
 from schemahub_core.framework.registry import Registry
 
 STREAM = "trades"
+LAST_AUDIT = "last_audit.json"
 
 
 @dataclass
@@ -56,9 +67,80 @@ def run_audit(
     sources = sorted(n for n, c in registry.connectors.items() if STREAM in c.streams)
     chosen = {s: symbols_for(s, symbols) for s in sources}
     sources = [s for s in sources if chosen[s] != []]
-    return audit(catalog, settings.namespace, registry, collect_mappings(registry, settings.mappings_dir),
-                 sources=sources, symbols=chosen, stream=STREAM, since=since, until=until, hole_factor=hole_factor,
-                 reconcile=reconcile)
+    report = audit(catalog, settings.namespace, registry, collect_mappings(registry, settings.mappings_dir),
+                   sources=sources, symbols=chosen, stream=STREAM, since=since, until=until, hole_factor=hole_factor,
+                   reconcile=reconcile)
+    remember(settings, report, since, until)
+    return report
+
+
+def _summary_path(settings: Settings) -> Path:
+    return settings.home / LAST_AUDIT
+
+
+def remember(settings: Settings, report: AuditReport, since: datetime | None, until: datetime | None) -> None:
+    """Merge ``report``'s completeness per (source, stream, symbol) into the summary ``status`` reads.
+
+    Symbols this audit did not cover keep their earlier figures; the file is replaced atomically. A home that
+    cannot be written only costs ``status`` its figure.
+    """
+    now = datetime.now(UTC).isoformat()
+    try:
+        rows = last_audit(settings)
+    except ValueError:
+        rows = {}
+    shares = report.completeness()
+    for (source, stream, symbol), share in shares.items():
+        days = [d for d in report.days if (d.source, d.stream, d.symbol) == (source, stream, symbol)]
+        rows[f"{source}.{stream}.{symbol}"] = {
+            "completeness": round(share, 6),
+            "gaps": sum(1 for g in report.gaps if (g.source, g.stream, g.symbol) == (source, stream, symbol)),
+            "missing": sum(d.missing for d in days), "time_holes": sum(d.time_holes for d in days),
+            "raw_duplicates": sum(d.raw_duplicates for d in days),
+            "audited_at": now, "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+            "first_day": str(min(d.day for d in days)), "last_day": str(max(d.day for d in days)),
+            **report.snapshots.get(f"{source}.{stream}", {}),
+        }
+    path = _summary_path(settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"version": 1, "rows": rows}, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def last_audit(settings: Settings) -> dict[str, dict[str, Any]]:
+    """``"source.stream.symbol"`` -> what the last audit covering it found (empty before any audit).
+    Raises ``ValueError`` when the file is not a summary this version wrote."""
+    path = _summary_path(settings)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable audit summary ({exc}); run `schemahub audit` again") from None
+    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("rows"), dict):
+        raise ValueError(f"{path}: not an audit summary; run `schemahub audit` again")
+    return data["rows"]
+
+
+def changed_since(table: Table, audited: dict[str, Any]) -> bool:
+    """True when ``table`` took data after the snapshot the audit read (appends, overwrites, deletes; a
+    compaction rewrites the same rows and does not count), so the audit's figure may no longer hold."""
+    current = table.current_snapshot()
+    if current is None or current.snapshot_id == audited.get("snapshot_id"):
+        return False
+    after = audited.get("sequence_number")
+    for snapshot in table.snapshots():
+        newer = (snapshot.sequence_number > after if after is not None and snapshot.sequence_number is not None
+                 else snapshot.timestamp_ms > audited.get("timestamp_ms", 0))
+        operation = snapshot.summary.operation if snapshot.summary is not None else None
+        if newer and operation != Operation.REPLACE:
+            return True
+    return False
 
 
 def run_repair(

@@ -17,11 +17,14 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
-def _complete(share: float | None, gaps: int) -> str:
+def _complete(r: dict) -> str:
+    """The last audit's figure, its gaps and age; ``stale`` when raw took data after it."""
+    share = r["completeness"]
     if share is None:
-        return ""
-    color = "green" if not gaps else "red"
-    return f"[{color}]{share:.3%}[/]" + (f" ({gaps} gaps)" if gaps else "")
+        return "[dim]not audited[/]"
+    color = "green" if not r["gaps"] else "red"
+    text = f"[{color}]{share:.3%}[/]" + (f" ({r['gaps']} gaps)" if r["gaps"] else "")
+    return text + f"\naudit {_age(r['audit_age_seconds'])} ago" + (" [yellow]stale[/]" if r["audit_stale"] else "")
 
 
 def _ranges(spans: list[dict]) -> str:
@@ -34,15 +37,18 @@ def _ranges(spans: list[dict]) -> str:
 @pass_ctx
 def status(ctx: Context, as_json: bool) -> None:
     """Per source/symbol: covered time ranges and the holes between them, cursor, last trade, lag, rows,
-    completeness (see `schemahub audit`), last snapshot; per target: what it consumed.
+    completeness as the last `schemahub audit` found it (with its age), last snapshot; per target: what it
+    consumed.
     `run ingest --since A --until B` fills a hole."""
     from datetime import UTC, datetime
 
-    from schemahub_core.apps.audit import run_audit
+    from pyiceberg.table import Table as IcebergTable
+
+    from schemahub_core.apps.audit import changed_since, last_audit
     from schemahub_core.engine.migrate import MigrationNeeded
     from schemahub_core.engine.migrate import check as check_migrations
     from schemahub_core.engine.state import unify_rows, watermark_rows
-    from schemahub_core.engine.tables import table_defs
+    from schemahub_core.engine.tables import raw_table_name, table_defs
     from schemahub_core.sandbox.market import MARKET_END, MARKET_START
 
     catalog = ctx.catalog()
@@ -52,17 +58,26 @@ def status(ctx: Context, as_json: bool) -> None:
         fail(str(exc))
     now = datetime.now(UTC)
     sources = watermark_rows(catalog, ctx.settings.namespace, ctx.registry)
-    audited, why = None, None
-    try:  # completeness is extra information: a broken mapping file must not hide the rest of the status
-        audited = run_audit(ctx.settings, ctx.registry, catalog=catalog, reconcile=False) if sources else None
-    except Exception as exc:
-        why = f"completeness not computed: {exc}"
-    shares = audited.completeness() if audited else {}
+    why = None
+    try:  # completeness is extra information: an unreadable summary must not hide the rest of the status
+        audited = last_audit(ctx.settings)
+    except ValueError as exc:
+        audited, why = {}, f"completeness not shown: {exc}"
+    tables: dict[str, IcebergTable | None] = {}
     for r in sources:
         r["lag_seconds"] = round((now - r["last_ts"]).total_seconds(), 3) if r["last_ts"] else None
-        key = (r["source"], r["stream"], r["symbol"])
-        r["completeness"] = round(shares[key], 6) if key in shares else None
-        r["gaps"] = sum(1 for g in audited.gaps if (g.source, g.stream, g.symbol) == key) if audited else 0
+        last = audited.get(f"{r['source']}.{r['stream']}.{r['symbol']}")
+        r["completeness"] = last["completeness"] if last else None
+        r["gaps"] = last["gaps"] if last else None
+        r["audited_at"] = last["audited_at"] if last else None
+        r["audit_window"] = [last["since"] or last["first_day"], last["until"] or last["last_day"]] if last else None
+        r["audit_age_seconds"] = round((now - datetime.fromisoformat(last["audited_at"])).total_seconds(), 3) \
+            if last else None
+        name = raw_table_name(r["source"], r["stream"])
+        if last and name not in tables:
+            tables[name] = catalog.load_table((ctx.settings.namespace, name)) if catalog.table_exists(
+                (ctx.settings.namespace, name)) else None
+        r["audit_stale"] = bool(last and tables[name] is not None and changed_since(tables[name], last))
     targets = unify_rows(catalog, ctx.settings.namespace, ctx.registry)
     if as_json:
         emit_json({"sources": sources, "targets": targets, **({"completeness_error": why} if why else {})})
@@ -88,8 +103,13 @@ def status(ctx: Context, as_json: bool) -> None:
         lag = _age(r["lag_seconds"])
         table.add_row(*map(plain, (r["source"], r["stream"], r["symbol"], _ranges(r["covered"]),
                                    _ranges(r["holes"]) or "none", r["cursor"] or "", r["last_ts"] or "", lag,
-                                   r["rows"])), _complete(r["completeness"], r["gaps"]), plain(r["snapshot_id"] or ""))
+                                   r["rows"])), _complete(r), plain(r["snapshot_id"] or ""))
     console.print(table)
+    if any(r["completeness"] is not None for r in sources):
+        console.print("complete: from the last `schemahub audit` of each symbol (its age below the figure; stale: "
+                      "raw took data since, audit again)", highlight=False)
+    else:
+        console.print("complete: run `schemahub audit` for each symbol's completeness", highlight=False)
     table = Table(title="unified targets")
     for col in ("target", "source table", "consumed snapshot", "raw snapshot", "state", "target rows"):
         table.add_column(col, no_wrap=col in ("target", "source table"), overflow="fold")
