@@ -529,6 +529,10 @@ class _Audit:
             if t.files is not None:
                 theirs = t.files.days()
                 days = None if days is None or theirs is None else days | theirs
+        if days is not None:  # files reaching past the window: only the window's days
+            first = None if self.since is None else _micros(pa.array([self.since])).item() // DAY_US
+            last = None if self.until is None else (_micros(pa.array([self.until])).item() - 1) // DAY_US
+            days = {d for d in days if (first is None or d >= first) and (last is None or d <= last)}
         cap = raw.rows if self.hole_factor < 1 else top_needed(raw.rows)
         found: set[str] = set()
         pending = [t.pending_paths for t in targets]
