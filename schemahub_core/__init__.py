@@ -37,7 +37,7 @@ from schemahub_core.framework.http import (
     dumps_exact,
     venue_session,
 )
-from schemahub_core.framework.livefeed import LiveFeed, LiveQuote
+from schemahub_core.framework.livefeed import QUOTE_SCHEMA, LiveFeed, LiveQuote, QuoteBatch, vectorized_rows
 from schemahub_core.framework.targets import Target
 
 __all__ = [
@@ -52,6 +52,9 @@ __all__ = [
     "IdContinuity",
     "JSONNumber",
     "LiveFeed",
+    "QUOTE_SCHEMA",
+    "QuoteBatch",
+    "vectorized_rows",
     "LiveQuote",
     "Page",
     "Period",

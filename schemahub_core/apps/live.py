@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -47,7 +49,7 @@ from schemahub_core.engine.tables import (
     raw_table_def,
 )
 from schemahub_core.framework.connector import Connector, Page, Stream
-from schemahub_core.framework.livefeed import LiveFeed, LiveQuote
+from schemahub_core.framework.livefeed import LiveFeed, LiveQuote, QuoteBatch
 from schemahub_core.framework.registry import Registry
 
 DEFAULT_THRESHOLD_BPS = 5.0
@@ -159,6 +161,15 @@ class Board:
     def _emit(self, kind: str, event: Discrepancy) -> None:
         if self.on_event is not None:
             self.on_event(kind, event)
+
+    def update_batch(self, source: str, batch: QuoteBatch) -> None:
+        """Quotes that arrived together (one read): each market is evaluated once, at its newest quote.
+
+        They share the read's instant (receive times a microsecond apart), so the newest one per market is
+        what the view shows; a deviation that starts and ends inside one read lasts no time and is not an event.
+        """
+        for i in batch.newest_per_symbol():
+            self.update(source, batch.quote(i))
 
     def update(self, source: str, quote: LiveQuote) -> None:
         """A new quote from ``source``: store it in every group it belongs to and re-evaluate them."""
@@ -297,10 +308,11 @@ class _Received(Connector):
 
     ``fetch`` skips what the committed cursor says has landed (the cursor is a quote's receive time, unique
     per feed): so a batch whose commit response was lost is never landed twice, and a batch dropped because
-    another writer moved the cursor is offered again on top of it.
+    another writer moved the cursor is offered again on top of it. The page is columns (``Page.table``): no
+    object per quote between the socket and the Parquet file.
     """
 
-    def __init__(self, name: str, stream: Stream, quotes: list[LiveQuote]) -> None:
+    def __init__(self, name: str, stream: Stream, quotes: QuoteBatch) -> None:
         super().__init__()
         self.name = name  # type: ignore[misc]
         self.streams = {stream.name: stream}  # type: ignore[misc]
@@ -309,16 +321,17 @@ class _Received(Connector):
     def fetch(self, stream: str, symbol: str, cursor: Any, since: datetime | None = None,
               until: datetime | None = None) -> Iterator[Page]:
         quotes = after_cursor(self.quotes, cursor)
-        if quotes:
-            yield Page([dict(q.record) for q in quotes], quotes[-1].cursor, [q.payload for q in quotes])
+        if quotes.num_rows:
+            cursors = quotes.quotes.column("ingest_us")
+            yield Page([], cursors[-1].as_py(), quotes.payloads, table=quotes.records)
 
 
-def after_cursor(quotes: list[LiveQuote], cursor: Any) -> list[LiveQuote]:
+def after_cursor(quotes: QuoteBatch, cursor: Any) -> QuoteBatch:
     """The quotes after the one whose cursor is ``cursor`` (all of them if none is)."""
-    for i in range(len(quotes) - 1, -1, -1):
-        if quotes[i].cursor == cursor:
-            return quotes[i + 1:]
-    return quotes
+    if not isinstance(cursor, int) or not quotes.num_rows:
+        return quotes
+    hits = np.flatnonzero(quotes.quotes.column("ingest_us").to_numpy() == cursor)
+    return quotes.slice(int(hits[-1]) + 1) if len(hits) else quotes
 
 
 class Lander:
@@ -337,20 +350,30 @@ class Lander:
         self.sink = IcebergSink(catalog, namespace)
         ensure_tables(catalog, namespace, [raw_table_def(src, s) for src, s in self.streams.items()]
                       + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
-        self._pending: dict[tuple[str, str], list[LiveQuote]] = {}
+        self._pending: dict[tuple[str, str], list[QuoteBatch]] = {}
+        self._pending_rows = 0
         self._lock = threading.Lock()  # guards _pending (the event loop adds while a flush runs)
         self._flushing = threading.Lock()  # one flush at a time (a last flush may follow a cancelled one)
         self.received = self.landed = self.commits = self.quarantined = self.dropped_batches = 0
         self.last_error: str | None = None
 
     def add(self, source: str, quote: LiveQuote) -> None:
+        self.add_batch(source, QuoteBatch.from_quotes(quote.exchange, [quote]))
+
+    def add_batch(self, source: str, batch: QuoteBatch) -> None:
+        """Queue ``batch`` for landing, split per symbol (one Iceberg append per symbol)."""
+        symbols = batch.quotes.column("symbol")
+        parts = [(symbols[0].as_py(), batch)] if pc.count_distinct(symbols).as_py() == 1 else [
+            (s, batch.filter(pc.equal(symbols, s))) for s in pc.unique(symbols).to_pylist()]
         with self._lock:
-            self._pending.setdefault((source, quote.symbol), []).append(quote)
-            self.received += 1
+            for symbol, part in parts:
+                self._pending.setdefault((source, symbol), []).append(part)
+            self.received += batch.num_rows
+            self._pending_rows += batch.num_rows
 
     def pending(self) -> int:
         with self._lock:
-            return sum(len(v) for v in self._pending.values())
+            return self._pending_rows
 
     def flush(self) -> list[RunStats]:
         """Commit everything pending, one Iceberg append per (source, symbol); the run stats of each."""
@@ -359,17 +382,21 @@ class Lander:
 
     def _flush(self) -> list[RunStats]:
         with self._lock:
-            batches = {key: list(quotes) for key, quotes in self._pending.items() if quotes}
+            batches = {key: (QuoteBatch.concat(parts), len(parts)) for key, parts in self._pending.items() if parts}
         out = []
-        for (source, symbol), quotes in batches.items():
+        for (source, symbol), (quotes, parts) in batches.items():
             stream = self.streams[source]
             ingest = StreamIngest(self.sink, self.registry, _Received(source, stream, quotes), stream, symbol,
                                   raw_payload=self.raw_payload)
             stats = ingest.run()
             committed = ingest.state.cursor
+            left = after_cursor(quotes, committed).num_rows
             with self._lock:  # drop what the committed cursor covers; quotes received meanwhile stay
                 pending = self._pending[(source, symbol)]
-                del pending[:len(pending) - len(after_cursor(pending, committed))]
+                del pending[:parts]
+                if left:
+                    pending.insert(0, quotes.slice(quotes.num_rows - left))
+                self._pending_rows -= quotes.num_rows - left
             self.landed += stats.landed
             self.commits += stats.commits
             self.quarantined += stats.quarantined
@@ -417,6 +444,8 @@ class LiveSession:
     received: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     no_data_timeout: float | None = None  # stop when no quote at all arrived in this long (``gave_up`` says why)
+    max_pending: int = 200_000  # quotes received, not landed yet: above it, reading waits for landing (memory)
+    paused: int = 0  # how often reading waited for landing
     gave_up: str | None = None
     _changed: asyncio.Event | None = None
     _stopped: asyncio.Event | None = None
@@ -463,21 +492,32 @@ class LiveSession:
         plan.feed.on_status = on_status
         self.received.setdefault(plan.source, 0)
         try:
-            async for quote in plan.feed.quotes():
+            async for batch in plan.feed.batches():
                 try:
                     if self.lander is not None:
-                        self.lander.add(plan.source, quote)
-                    self.received[plan.source] += 1
-                    self.board.update(plan.source, quote)
+                        self.lander.add_batch(plan.source, batch)
+                    self.received[plan.source] += batch.num_rows
+                    self.board.update_batch(plan.source, batch)
                     if self.on_quote is not None:
-                        self.on_quote(plan.source, quote)
-                except Exception as exc:  # never let one bad quote stop the view
+                        for quote in batch.to_quotes():
+                            self.on_quote(plan.source, quote)
+                except Exception as exc:  # never let one bad batch stop the view
                     self.errors.append(f"{plan.source}: {type(exc).__name__}: {exc}")
                 self._notify()
+                if self.lander is not None and self.lander.pending() > self.max_pending:
+                    await self._wait_for_landing()  # bounded memory: stop reading until landing catches up
+                else:
+                    await asyncio.sleep(0)  # let the view and the other feeds run between reads
         except Exception as exc:  # a broken feed (plugin bug, bad URL) stops itself only, visibly
             self.errors.append(f"{plan.source}: feed stopped: {type(exc).__name__}: {exc}")
             plan.feed.last_error = self.errors[-1]
             on_status(plan.feed, "disconnected")
+
+    async def _wait_for_landing(self) -> None:
+        assert self.lander is not None
+        self.paused += 1
+        while self.lander.pending() > self.max_pending // 2:
+            await asyncio.sleep(0.01)
 
     async def _tick(self, refresh: Callable[[], None] | None, every: float) -> None:
         while True:

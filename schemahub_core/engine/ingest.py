@@ -32,7 +32,7 @@ from schemahub_core.engine.coverage import Hole, Span, State, claim_commit, hole
 from schemahub_core.engine.drift import drift_summary
 from schemahub_core.engine.limits import MAX_ROWS_PER_COMMIT, MAX_SECONDS_PER_COMMIT
 from schemahub_core.engine.maintenance import trim
-from schemahub_core.engine.raw import Rejected, cast_records
+from schemahub_core.engine.raw import Rejected, cast_records, cast_table
 from schemahub_core.engine.shards import Shard
 from schemahub_core.engine.sink import Commit, IcebergSink, retry_transient, storage_errno, storage_problem
 from schemahub_core.engine.tables import (
@@ -236,8 +236,13 @@ class StreamIngest:
         now = datetime.now(UTC)
         tables, rejected = [], []
         for page in pages:
-            raw, bad = cast_records(self.stream, page.records, self.registry.transforms, self.connector.name,
-                                    page.payloads, keep_payload=self.raw_payload, now=lambda: now)
+            if page.table is not None:
+                raw, bad = cast_table(self.stream, page.table, self.registry.transforms, self.connector.name,
+                                      page.payloads, keep_payload=self.raw_payload, now=lambda: now)
+            else:
+                raw, bad = cast_records(self.stream, page.records, self.registry.transforms, self.connector.name,
+                                        page.payloads, keep_payload=self.raw_payload,  # type: ignore[arg-type]
+                                        now=lambda: now)
             tables.append(raw)
             rejected += bad
         batch = pa.concat_tables(tables) if tables else raw_schema(self.stream).empty_table()
@@ -324,9 +329,9 @@ class StreamIngest:
         rows, opened = 0, time.monotonic()
         try:
             for page in pages:
-                self.stats.fetched += len(page.records)
+                self.stats.fetched += page.size
                 pending.append(page)
-                rows += len(page.records)
+                rows += page.size
                 if rows >= self.max_rows or time.monotonic() - opened >= self.max_seconds or (
                         self.pages_per_commit is not None and len(pending) >= self.pages_per_commit):
                     batch, pending, rows = pending, [], 0

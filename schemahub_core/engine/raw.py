@@ -189,3 +189,38 @@ def payload_column(payloads: pa.ChunkedArray | pa.Array, column: Column, transfo
             except Exception:
                 out.append(None)
         return pa.array(out, column.type)
+
+
+def cast_table(
+    stream: Stream,
+    table: pa.Table,
+    transforms: Mapping[str, Transform],
+    source: str,
+    payloads: Sequence[str] | pa.Array | None = None,
+    keep_payload: bool = True,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> tuple[pa.Table, list[Rejected]]:
+    """``cast_records`` for records given as columns (``Page.table``, named by record key): one vectorized cast
+    per column. When a column does not cast whole, or a key is missing, the page goes through ``cast_records``
+    row by row instead, which sets aside exactly the bad rows (so both paths land and quarantine the same)."""
+    n = table.num_rows
+    names = set(table.column_names)
+    try:
+        arrays = [_cast_column(c, table.column(c.record_key).combine_chunks() if c.record_key in names
+                               else pa.nulls(n), transforms) for c in stream.columns]
+        by_name = dict(zip([c.name for c in stream.columns], arrays, strict=True))
+        if any(by_name[k].null_count for k in stream.key):
+            raise ValueError("a key column has nulls")
+    except Exception:
+        texts = None if payloads is None else (payloads.to_pylist() if isinstance(payloads, pa.Array)
+                                               else list(payloads))
+        return cast_records(stream, table.to_pylist(), transforms, source, texts, keep_payload, now)
+    if not keep_payload:
+        payload = pa.nulls(n, pa.string())
+    elif payloads is not None:
+        payload = payloads.cast(pa.string()) if isinstance(payloads, pa.Array) else pa.array(payloads, pa.string())
+    else:
+        payload = pa.array([_payload(r) for r in table.to_pylist()], pa.string())
+    arrays += [pa.repeat(pa.scalar(source, pa.string()), n),
+               pa.repeat(pa.scalar(now(), pa.timestamp("us", tz="UTC")), n), payload]
+    return pa.Table.from_arrays(arrays, schema=raw_schema(stream)), []

@@ -151,11 +151,20 @@ class Page:
 
     ``payloads`` are the original JSON texts per record when the connector keeps
     them (for ``_raw_payload`` and quarantine); ``None`` means "serialize the record".
+    A page may carry its records as columns instead (``table``, one column per record key, in the venue's
+    form; ``records`` then empty and ``payloads`` a string array or None): no object per record, for feeds
+    that arrive by the ten thousand a second.
     """
 
     records: list[dict[str, Any]]
     cursor: Cursor
-    payloads: list[str] | None = None
+    payloads: Sequence[str] | pa.Array | None = None
+    table: pa.Table | None = None
+
+    @property
+    def size(self) -> int:
+        """How many records the page holds."""
+        return self.table.num_rows if self.table is not None else len(self.records)
 
 
 class ConnectorError(RuntimeError):

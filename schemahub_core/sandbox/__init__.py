@@ -9,6 +9,7 @@ a ``MarketVenue`` profile, and registering it with the ``register_sandbox_venues
 """
 
 from schemahub_core.sandbox.archives import ARCHIVE_FAULTS, ArchiveShelf
+from schemahub_core.sandbox.feeds import FirehosePlan
 from schemahub_core.sandbox.limits import Limit, Verdict
 from schemahub_core.sandbox.market import (
            ANCHOR,
@@ -41,6 +42,7 @@ __all__ = [
     "MARKET_START",
     "NS",
     "ArchiveShelf",
+    "FirehosePlan",
     "Limit",
     "Market",
     "MarketVenue",

@@ -16,7 +16,7 @@ import asyncio
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
@@ -40,6 +40,15 @@ class Divergence:
 
     def as_dict(self) -> dict[str, Any]:
         return {"bps": self.bps, "start_ns": self.start_ns, "end_ns": self.end_ns, "asset": self.asset}
+
+
+@dataclass
+class FirehosePlan:
+    """What one connection of the load-test firehose (``sandbox.firehose``) gets: ``(native, asset)`` markets
+    and the messages sent before the quotes."""
+
+    markets: list[tuple[str, str]]
+    hello: list[str] = field(default_factory=list)
 
 
 @dataclass(eq=False)  # hashed by identity: kept in a set

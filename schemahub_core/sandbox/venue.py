@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -19,10 +19,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from schemahub_core.sandbox.faults import Fault
-from schemahub_core.sandbox.feeds import Feed
+from schemahub_core.sandbox.feeds import Feed, FirehosePlan
 from schemahub_core.sandbox.host import Host
 from schemahub_core.sandbox.limits import FixedWindowWeight, Limit, TokenBucket, Verdict
-from schemahub_core.sandbox.market import LABEL, Trade, to_ns
+from schemahub_core.sandbox.market import LABEL, Quote, Trade, to_ns
 from schemahub_core.sandbox.market import Venue as MarketVenue
 
 SANDBOX_HEADER = "X-SchemaHub-Sandbox"
@@ -91,6 +91,17 @@ class VenueApp:
 
     def headers(self, response: Response) -> None:
         """Headers the venue adds to every answer."""
+
+    # -- load tests (``schemahub_core.sandbox.firehose``) -------------------------------------------------------
+    def firehose_plan(self, path: str, query: Mapping[str, str], subscribe: Any) -> FirehosePlan | None:
+        """What a WebSocket connection to ``path`` (``query``; ``subscribe``: the client's first message as
+        JSON, or None) subscribes to, for the firehose; None: this venue has no firehose (the default)."""
+        return None
+
+    def firehose_template(self, native: str, quote: Quote) -> tuple[str, str]:
+        """The venue's quote message for ``quote``, cut where its update id goes (``(message, "")`` when the
+        message has none): the firehose pre-serialises these and joins each around the next id."""
+        raise NotImplementedError(f"{self.name} has no firehose")
 
     def expected_keys(self, stream: str, symbol: str, since: datetime, until: datetime) -> list[tuple] | None:
         """The record keys ``stream`` holds for canonical ``symbol`` in ``[since, until)``, in order; None if unknown.

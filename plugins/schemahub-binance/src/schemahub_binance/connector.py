@@ -24,11 +24,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import requests
 
 from schemahub_core import (
+    QUOTE_SCHEMA,
     ArchiveError,
     ArchiveFile,
     Column,
@@ -40,6 +42,7 @@ from schemahub_core import (
     LiveFeed,
     LiveQuote,
     Page,
+    QuoteBatch,
     RateLimit,
     Stream,
     VenuePolicy,
@@ -47,6 +50,7 @@ from schemahub_core import (
     csv_batches,
     fetch_text,
     parse_checksum,
+    vectorized_rows,
     venue_session,
 )
 
@@ -336,6 +340,11 @@ class BinanceConnector(Connector):
         return Page([{**body, "time": received}], received, [json.dumps(body, separators=(",", ":"))])
 
 
+TICKER_MESSAGE = pa.schema([pa.field("data", pa.struct([
+    pa.field("u", pa.int64()), pa.field("s", pa.string()), pa.field("b", pa.string()), pa.field("B", pa.string()),
+    pa.field("a", pa.string()), pa.field("A", pa.string())]))])  # a combined-stream bookTicker message
+
+
 class BinanceLiveFeed(LiveFeed):
     """Binance's book ticker stream. It carries no time: ``quote_ts`` is the receive time, as for REST."""
 
@@ -344,6 +353,24 @@ class BinanceLiveFeed(LiveFeed):
     def connect_url(self) -> str:
         streams = "/".join(f"{native.lower()}@bookTicker" for native in self.symbols)
         return f"{self.url}/stream?streams={streams}"
+
+    def parse_batch(self, messages: Sequence[str], received_us: np.ndarray) -> QuoteBatch:
+        """Combined-stream ``bookTicker`` messages read at once (pyarrow's JSON reader); any other message in
+        the batch (an ack, a raw-stream message, a bad one) sends the whole batch through ``parse``."""
+        data = vectorized_rows(messages, TICKER_MESSAGE).column("data").combine_chunks()
+        fields = {name: data.field(name) for name in "usbBaA"}
+        if data.null_count or any(f.null_count for f in fields.values()):
+            return super().parse_batch(messages, received_us)
+        native = fields["s"]
+        known = pa.array(list(self.symbols), pa.string())
+        symbol = pc.coalesce(pc.take(pa.array(list(self.symbols.values()), pa.string()), pc.index_in(native, known)),
+                             native)
+        received = pa.array(received_us, pa.int64())
+        prices = [pc.cast(fields[k], pa.float64()) for k in "bBaA"]
+        quotes = pa.Table.from_arrays([native, symbol, *prices, received, received, fields["u"]], schema=QUOTE_SCHEMA)
+        records = pa.table({"symbol": native, "bidPrice": fields["b"], "bidQty": fields["B"], "askPrice": fields["a"],
+                            "askQty": fields["A"], "time": received})
+        return QuoteBatch(self.exchange, quotes, records, pa.array(messages, pa.string()))
 
     def parse(self, message: str, received: datetime) -> list[LiveQuote]:
         body = json.loads(message)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,6 +28,7 @@ from starlette.websockets import WebSocket
 
 from schemahub_core.sandbox import (
     ArchiveShelf,
+    FirehosePlan,
     Limit,
     MarketVenue,
     Quote,
@@ -206,6 +208,20 @@ class BinanceApp(VenueApp):
     def _ticker(native: str, q: Quote) -> dict:
         return {"u": q.time_ns // 1000, "s": native, "b": f"{q.bid:.8f}", "B": f"{q.bid_qty:.8f}",
                 "a": f"{q.ask:.8f}", "A": f"{q.ask_qty:.8f}"}
+
+    def firehose_plan(self, path: str, query: Mapping[str, str], subscribe: Any) -> FirehosePlan | None:
+        """``/stream?streams=a/b`` (combined) or ``/ws/<stream>`` (raw), as the WebSocket routes read them."""
+        if path.rstrip("/").endswith("/stream"):
+            return FirehosePlan(self._markets([n for n in query.get("streams", "").split("/") if n]))
+        if "/ws/" in path:
+            return FirehosePlan(self._markets([path.rsplit("/", 1)[1]]))
+        return None
+
+    def firehose_template(self, native: str, quote: Quote) -> tuple[str, str]:
+        """The combined-stream message, cut at ``u`` (Binance's order book update id)."""
+        text = json.dumps({"stream": f"{native.lower()}@bookTicker", "data": {**self._ticker(native, quote), "u": 0}})
+        before, after = text.split('"u": 0', 1)
+        return before + '"u": ', after
 
     async def ws_raw(self, websocket: WebSocket) -> None:
         if await self.feed.accept(websocket):
