@@ -203,3 +203,18 @@ def test_spark_unify_racing_embedded_unify_leaves_the_target_exact(tmp_path, spa
         raw = catalog.load_table((NS, "raw_scripted_trades"))
         assert table.current_snapshot().snapshot_id == late.snapshot_id
         assert progress_of(table)["schemahub.source.raw_scripted_trades"] == str(raw.current_snapshot().snapshot_id)
+
+
+def test_no_java_is_one_line_before_anything_is_written(tmp_path) -> None:
+    home = tmp_path / "home"
+    bare = tmp_path / "bin"  # a PATH with no java on it
+    bare.mkdir()
+    env = {**child_env(tmp_path, home, {"scripted": {"trades": 5}}), "PATH": str(bare), "JAVA_HOME": ""}
+    for command in (["run", "pipeline", "trades_unified"], ["run", "unify", "trades_unified"]):
+        proc = subprocess.run([*SCHEMAHUB, *command, "--engine", "spark"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.strip() == "error: no java on PATH and no JAVA_HOME: apt-get install -y " \
+                                      "openjdk-17-jre-headless", proc.stderr
+    catalog = open_catalog(settings_for(home, {}))
+    assert not catalog.namespace_exists(NS) or catalog.list_tables(NS) == []  # the pipeline did not ingest first
