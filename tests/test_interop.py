@@ -181,6 +181,7 @@ def test_the_spark_catalog_mapping_refuses_what_the_jar_set_cannot_read(tmp_path
                                           "uri": "postgresql+psycopg2://sh:p%40ss@db:5433/iceberg"})
     assert spark_catalog_conf(pg) == {
         "spark.sql.catalog.pg": "org.apache.iceberg.spark.SparkCatalog", "spark.sql.catalog.pg.type": "jdbc",
+        "spark.sql.catalog.pg.cache-enabled": "false",
         "spark.sql.catalog.pg.uri": "jdbc:postgresql://db:5433/iceberg", "spark.sql.catalog.pg.jdbc.user": "sh",
         "spark.sql.catalog.pg.jdbc.password": "p@ss", "spark.sql.catalog.pg.warehouse": "file:///w"}
     with pytest.raises(SparkSetupError, match="AWS bundle"):

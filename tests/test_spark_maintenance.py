@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from click.testing import CliRunner
-from conftest import doc_commands, run_cli
+from conftest import SCHEMAHUB, doc_commands, run_cli
 from test_maintenance import NS, RAW, VENUES, configure, engine_position, expected_keys, unified_keys
 
 from schemahub_core.apps.cli import cli
@@ -115,3 +116,63 @@ def test_bad_spark_maintenance_options_fail_in_one_line_before_spark_starts(home
     started = time.monotonic()
     out = run_cli("maintain", "--engine", "spark", "--json", env={"SCHEMAHUB_HOME": str(home)}, cwd=home.parent)
     assert json.loads(out.stdout) == [] and time.monotonic() - started < 10
+
+
+def test_spark_compaction_races_three_ingest_processes_on_postgres(tmp_path: Path, postgres_home: Any,
+                                                                   spark_for: Any) -> None:
+    """Spark's rewrite_data_files, looped on one raw table while three `run ingest` processes commit to it
+    (two racing on BTC-USD, one owning ETH-USD): every page lands once, no writer loses a commit. The ETH-USD
+    writer is held at its 3rd commit (data files written, catalog commit not made) until a Spark compaction has
+    landed, so that commit deterministically lands on top of a compaction it did not plan from."""
+    from test_storage import scripted_env
+
+    from schemahub_core.engine.faults import ENV as FAULT
+    from schemahub_core.engine.spark_maintenance import SparkMaintenance
+    from schemahub_core.testing.scripted import trades_for
+
+    env = scripted_env(tmp_path, postgres_home, trades=30, page_size=5, slow_ms=100)
+    run_cli("init", env=env)
+    settings = load_settings()
+    catalog = open_catalog(settings)
+    runner = SparkMaintenance(settings, catalog, spark_for(settings))
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([*SCHEMAHUB, "run", "ingest", "scripted", "--symbols", symbol, "--json",
+                               "--pages-per-commit", "1"], env={**os.environ, **env, **extra}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for symbol, extra in (("BTC-USD", {}), ("BTC-USD", {}),
+                                   ("ETH-USD", {FAULT: f"ingest.before-commit:3:wait={go}"}))]
+    seen: dict[int, tuple[int, str]] = {}
+    compactions = held = 0
+
+    def observe() -> None:
+        for s in catalog.load_table((NS, "raw_scripted_trades")).snapshots():
+            seen.setdefault(s.snapshot_id, (s.timestamp_ms, s.summary.operation.value))
+
+    while any(p.poll() is None for p in procs):
+        done = runner.compact("raw_scripted_trades")
+        compactions += done
+        if done and not go.exists() and Path(f"{go}.reached").exists():
+            held = compactions
+            go.touch()  # a compaction landed while the ETH-USD commit was held: let it go on
+        observe()
+        time.sleep(0.05)
+    observe()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, f"{out}\n{err}"
+    assert held, "no compaction landed while the ETH-USD commit was held"
+    stats = [json.loads(out)[0] for out, _ in outputs]
+    assert stats[2]["landed"] == 30 and stats[2]["commits"] == 6, "the ETH-USD writer lost a commit"
+    assert stats[0]["landed"] + stats[1]["landed"] == 30, "the racing BTC-USD writers landed a page twice"
+    operations = [op for _, op in sorted(seen.values())]
+    assert "append" in operations[operations.index("replace"):]
+
+    raw = catalog.load_table((NS, "raw_scripted_trades"))
+    data = raw.scan(selected_fields=("symbol", "id")).to_arrow()
+    for symbol in ("BTC-USD", "ETH-USD"):
+        ids = [i for i, s in zip(data["id"].to_pylist(), data["symbol"].to_pylist(), strict=True)
+               if s == symbol.replace("-", "")]
+        assert sorted(ids) == sorted(t["id"] for t in trades_for("scripted", 0, symbol, 30)), symbol
+        assert len(read_state(raw, "trades", symbol).spans) == 1, f"{symbol}: a hole in the coverage"
+    unify = json.loads(run_cli("run", "unify", "trades_unified", "--json", env=env).stdout)
+    assert unify[0]["unified"] == 60

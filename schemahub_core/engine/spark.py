@@ -189,7 +189,10 @@ def spark_catalog_conf(settings: Settings) -> dict[str, str]:
         raise SparkSetupError(f"warehouse {warehouse}: Spark here reads local warehouses; "
                               "object stores need Iceberg's AWS bundle on spark.jars")
     prefix = f"spark.sql.catalog.{name}"
-    conf = {prefix: "org.apache.iceberg.spark.SparkCatalog", f"{prefix}.type": "jdbc"}
+    # no table cache: pyiceberg commits outside Spark all the time, and a cached table would let a long-lived
+    # session plan (compact, read) from a snapshot up to 30 s old
+    conf = {prefix: "org.apache.iceberg.spark.SparkCatalog", f"{prefix}.type": "jdbc",
+            f"{prefix}.cache-enabled": "false"}
     conf.update({f"{prefix}.{k}": v for k, v in _jdbc_uri(str(props.get("uri", ""))).items()})
     if warehouse:
         conf[f"{prefix}.warehouse"] = warehouse

@@ -94,14 +94,15 @@ class SparkMaintenance:
     def compact(self, name: str) -> int:
         """``rewrite_data_files`` with the embedded rule (2+ small files per partition); partitions rewritten."""
         def step() -> int:
-            before = self.catalog.load_table((self.settings.namespace, name)).current_snapshot()
+            before = {s.snapshot_id for s in self.catalog.load_table((self.settings.namespace, name)).snapshots()}
             rows = self._call("rewrite_data_files", name, options="map('min-input-files', '2')")
             if not rows or not rows[0]["rewritten_data_files_count"]:
                 return 0
             table = self.catalog.load_table((self.settings.namespace, name))
-            rewrite = next(s for s in table.snapshots()
-                           if s.parent_snapshot_id == (before.snapshot_id if before else None)
-                           and s.summary is not None and s.summary.operation.value == "replace")
+            # its snapshot: the new replace one (not "the child of the current one": Iceberg rebases the
+            # rewrite onto whatever engine commits landed while it ran)
+            rewrite = [s for s in table.snapshots() if s.snapshot_id not in before
+                       and s.summary is not None and s.summary.operation.value == "replace"][-1]
             props = rewrite.summary.additional_properties
             if props.get("added-records") != props.get("deleted-records"):  # never silently: say so
                 raise RuntimeError(f"compaction of {name} wrote {props.get('added-records')} rows for "
