@@ -53,8 +53,9 @@ def measure(workdir: Path, seconds: float, venue: str = "binance",
         port = int(server.stdout.readline())  # type: ignore[union-attr]
         home = workdir / "home"
         catalog = open_catalog(Settings(home=home, catalog=default_catalog(home)))
+        path = {"kraken": "/ws/v2", "coinbase": "/ws"}.get(venue, "")  # where the venue's WebSocket sits
         session = build_session(get_registry(), list(symbols), lambda name: {
-            "base_url": f"http://127.0.0.1:{port}", "ws_url": f"ws://127.0.0.1:{port}"},
+            "base_url": f"http://127.0.0.1:{port}", "ws_url": f"ws://127.0.0.1:{port}{path}"},
             venues=[venue], land=(catalog, "schemahub"))
         view = Console(file=io.StringIO(), width=160)
         rss: list[tuple[float, float]] = []
@@ -156,7 +157,7 @@ def run(quick: bool, workdir: Path) -> Result:
                   also=exact and flat and d["refreshes_per_s"] >= 4)
 
 
-if __name__ == "__main__":  # python -m benchmarks.live_load [seconds [rate]] | capacity
+if __name__ == "__main__":  # python -m benchmarks.live_load [seconds [rate [venue]]] | capacity
     import tempfile
 
     _ = np  # numpy is what the feed's batches are cut with; imported here so its import is not timed
@@ -165,4 +166,5 @@ if __name__ == "__main__":  # python -m benchmarks.live_load [seconds [rate]] | 
             print(json.dumps(client_capacity(Path(tmp)), indent=2))
         else:
             print(json.dumps(measure(Path(tmp), float(sys.argv[1]) if len(sys.argv) > 1 else 60.0,
-                                     rate=float(sys.argv[2]) if len(sys.argv) > 2 else 0.0), indent=2))
+                                     rate=float(sys.argv[2]) if len(sys.argv) > 2 else 0.0,
+                                     venue=sys.argv[3] if len(sys.argv) > 3 else "binance"), indent=2))

@@ -30,15 +30,24 @@ from schemahub_core.framework.registry import get_registry
 RECORDED = ROOT.parent / "shared" / "recorded" / "binance" / "ws_bookTicker.jsonl"
 
 
-@pytest.fixture(scope="module")
-def firehose() -> Iterator[int]:
-    proc = subprocess.Popen([sys.executable, "-m", "schemahub_core.sandbox.firehose", "binance"],
+def start_firehose(venue: str) -> Iterator[int]:
+    proc = subprocess.Popen([sys.executable, "-m", "schemahub_core.sandbox.firehose", venue],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         yield int(proc.stdout.readline())  # type: ignore[union-attr]
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def firehose() -> Iterator[int]:
+    yield from start_firehose("binance")
+
+
+@pytest.fixture(scope="module")
+def kraken_firehose() -> Iterator[int]:
+    yield from start_firehose("kraken")
 
 
 def binance_feed(port: int, symbols: list[str]) -> LiveFeed:
@@ -160,3 +169,41 @@ def test_quotes_of_a_batch_are_the_live_quotes_of_its_rows() -> None:
     quote = LiveQuote("BINANCE", "BTC-USDT", "BTCUSDT", 1.5, 2.0, 1.6, None, at, at, {"symbol": "BTCUSDT", "t": 1},
                       "{}", 7)
     assert QuoteBatch.from_quotes("BINANCE", [quote]).to_quotes() == [quote]
+
+
+def kraken_messages() -> list[str]:
+    def item(symbol: str, bid: float, ask: float, qty: float | None) -> dict:
+        return {"symbol": symbol, "bid": bid, "bid_qty": qty, "ask": ask, "ask_qty": 2.5, "last": bid, "volume": 1.0}
+
+    return [json.dumps({"channel": "ticker", "type": "snapshot", "data": [item("BTC/USD", 45000.1, 45000.2, 1.5),
+                                                                          item("ETH/USD", 2500, 2500.1, None)]}),
+            json.dumps({"channel": "ticker", "type": "update", "data": [item("BTC/USD", 45000.1, 45000.3, 1.5)]})]
+
+
+def test_the_kraken_vectorized_parse_equals_the_per_message_parse() -> None:
+    connector = get_registry().connectors["kraken"]({"ws_url": "ws://127.0.0.1:1/ws/v2"})
+    feed = connector.live_feed(["BTC-USD", "ETH-USD"])
+    messages = kraken_messages()
+    received = feed._receive_times(len(messages))
+    fast = feed.parse_batch(messages, received)
+    slow = LiveFeed.parse_batch(feed, messages, received)
+    assert fast.num_rows == slow.num_rows == 3
+    assert fast.quotes.equals(slow.quotes) and fast.payloads.equals(slow.payloads)
+    assert fast.records.to_pylist() == slow.records.to_pylist()
+    assert feed._read([m.encode() for m in messages]).num_rows == 3 and feed.repeats == 0
+    again = feed._read([m.encode() for m in messages[1:]])  # the same BTC book as the last one: a repeat
+    assert again.num_rows == 0 and feed.repeats == 1
+
+
+def test_the_kraken_firehose_subscribes_and_lands_every_quote_once(kraken_firehose: int, home: Path) -> None:
+    catalog = open_catalog(Settings(home=home, catalog=default_catalog(home)))
+    session = build_session(get_registry(), ["BTC-USD", "ETH-USD"], lambda name: {
+        "ws_url": f"ws://127.0.0.1:{kraken_firehose}/ws/v2"}, venues=["kraken"], land=(catalog, "schemahub"))
+    asyncio.run(session.run(2.0))
+    lander = session.lander
+    assert lander is not None and lander.pending() == 0 and lander.last_error is None and not session.errors
+    rows = catalog.load_table(("schemahub", "raw_kraken_quotes")).scan().to_arrow()
+    received = sum(session.received.values())
+    assert received > 1000 and lander.landed == rows.num_rows == received
+    assert rows.group_by(["pair", "time"]).aggregate([]).num_rows == received
+    assert set(rows["pair"].to_pylist()) == {"BTC/USD", "ETH/USD"}

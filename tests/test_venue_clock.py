@@ -129,3 +129,14 @@ def test_an_empty_relative_window_fails_before_any_work(home: Path) -> None:
     proc = run_cli("run", "ingest", "binance", "--since", "5m", "--until", "10m", check=False)
     assert proc.returncode == 1 and proc.stderr.strip().startswith("error: --since 5m is not before --until 10m")
     assert not home.exists()
+
+
+def test_a_relative_since_after_an_absolute_until_on_the_venues_clock_is_one_line(home: Path,
+                                                                                  sandbox: Sandbox) -> None:
+    proc = run_cli("run", "ingest", "binance.trades", "--symbols", "BTC-USDT", "--since", "1m", "--until",
+                   "2024-02-09T00:00:00Z", env=sandbox.env(), check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--since 1m is 2024-02-09T23:59" in lines[0] and "on binance's clock" in lines[0], lines[0]
+    settings = Settings(home=home, catalog=default_catalog(home))
+    assert not open_catalog(settings).table_exists((settings.namespace, "raw_binance_trades"))  # nothing written

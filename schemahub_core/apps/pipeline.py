@@ -148,7 +148,7 @@ def run_ingest(
                         shard=shard)
         if stats and stats[-1].stop == "run":
             return stats
-    if stats:
+    if stats and catalog.table_exists((settings.namespace, WATERMARKS)):  # none: every source failed before work
         try:
             rebuild_watermarks(catalog, settings.namespace, registry)
         except Exception as exc:

@@ -385,10 +385,6 @@ def ingest(
         chosen = [stream for stream in chosen if any(s is stream for s, _ in units)]
         if not chosen:
             return []
-    ensure_tables(catalog, namespace, [raw_table_def(source, s) for s in chosen]
-                  + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
-    sink = IcebergSink(catalog, namespace)
-    out: list[RunStats] = []
     try:
         start, end = resolve_window(connector, since, until)
     except Exception as exc:  # the venue's clock could not be read: this source fails with that line
@@ -401,6 +397,10 @@ def ingest(
         failed.error = (f"--since {since} is {start.isoformat()} on {source}'s clock, not before --until {until} "
                         f"({end.isoformat()}): the window is empty")
         return [failed]
+    ensure_tables(catalog, namespace, [raw_table_def(source, s) for s in chosen]
+                  + [TableDef(QUARANTINE, QUARANTINE_SCHEMA, None), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
+    sink = IcebergSink(catalog, namespace)
+    out: list[RunStats] = []
     for stream, symbol in units:
         out.append(StreamIngest(sink, registry, connector, stream, symbol, raw_payload=raw_payload,
                                 max_rows=max_rows, max_seconds=max_seconds, pages_per_commit=pages_per_commit,

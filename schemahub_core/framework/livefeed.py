@@ -403,7 +403,19 @@ class LiveFeed:
                 seen = np.maximum.accumulate(np.concatenate(([start], values)))[:-1]
                 keep[idx] = values > seen
                 self._last[native] = int(max(start, values.max()))
-        else:  # content (or a mix): quote by quote
+        elif sequence.null_count == n:  # no ids: the same book as the market's previous quote is a repeat
+            book = np.column_stack([q.column(c).to_numpy(zero_copy_only=False).astype(float)
+                                    for c in ("bid_price", "bid_qty", "ask_price", "ask_qty")])
+            for native in np.unique(natives):
+                idx = np.flatnonzero(natives == native)
+                last = self._last.get(native)
+                previous = np.vstack([np.array([np.nan if v is None else v for v in last], dtype=float)
+                                      if isinstance(last, tuple) else np.full(4, np.inf), book[idx][:-1]])
+                same = (book[idx] == previous) | (np.isnan(book[idx]) & np.isnan(previous))
+                keep[idx] = ~same.all(axis=1)
+                b, bq, a, aq = (None if np.isnan(v) else float(v) for v in book[idx[-1]])
+                self._last[native] = (b, bq, a, aq)
+        else:  # a mix: quote by quote
             for i, quote in enumerate(batch.to_quotes()):
                 keep[i] = not self._is_repeat(quote)
         dropped = n - int(keep.sum())

@@ -22,9 +22,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemahub_core import (
+    QUOTE_SCHEMA,
     Column,
     Connector,
     ConnectorError,
@@ -35,11 +38,13 @@ from schemahub_core import (
     LiveFeed,
     LiveQuote,
     Page,
+    QuoteBatch,
     RateLimit,
     RetryableError,
     Stream,
     VenuePolicy,
     dumps_exact,
+    vectorized_rows,
     venue_session,
 )
 
@@ -237,6 +242,12 @@ class KrakenConnector(Connector):
         return Page([record], record["time"], [dumps_exact(info)])
 
 
+TICKER_MESSAGE = pa.schema([  # a v2 ticker message: channel, type and the ticker of each symbol
+    pa.field("channel", pa.string()), pa.field("type", pa.string()),
+    pa.field("data", pa.list_(pa.struct([pa.field(n, pa.string() if n == "symbol" else pa.float64()) for n in (
+        "symbol", "bid", "bid_qty", "ask", "ask_qty", "last")])))])
+
+
 class KrakenLiveFeed(LiveFeed):
     """Kraken WS v2 ``ticker``. Its messages carry no time: ``quote_ts`` is the receive time."""
 
@@ -245,6 +256,34 @@ class KrakenLiveFeed(LiveFeed):
     def subscribe_messages(self) -> list[dict[str, Any]]:
         return [{"method": "subscribe", "params": {"channel": "ticker", "symbol": list(self.symbols),
                                                    "event_trigger": "bbo", "snapshot": True}}]
+
+    def parse_batch(self, messages: Sequence[str], received_us: np.ndarray) -> QuoteBatch:
+        """``ticker`` snapshots and updates read at once (pyarrow's JSON reader), one row per ``data`` item; any
+        other message in the batch (status, acks, heartbeats, a bad one) sends the batch through ``parse``."""
+        table = vectorized_rows(messages, TICKER_MESSAGE)
+        kinds = table.column("type").combine_chunks()
+        data = table.column("data").combine_chunks()
+        if not pc.all(pc.fill_null(pc.and_(pc.equal(table.column("channel"), "ticker"),
+                                           pc.is_in(kinds, pa.array(["snapshot", "update"]))), False)).as_py() \
+                or data.null_count:
+            return super().parse_batch(messages, received_us)
+        items = pc.list_flatten(data)
+        rows = pc.list_parent_indices(data)
+        fields = {name: items.field(name) for name in ("symbol", "bid", "bid_qty", "ask", "ask_qty", "last")}
+        if any(fields[k].null_count for k in ("symbol", "bid", "ask")):
+            return super().parse_batch(messages, received_us)
+        pair = fields["symbol"]
+        known = pa.array(list(self.symbols), pa.string())
+        symbol = pc.coalesce(pc.take(pa.array(list(self.symbols.values()), pa.string()), pc.index_in(pair, known)),
+                             pair)
+        received = pc.take(pa.array(received_us, pa.int64()), rows)
+        quotes = pa.Table.from_arrays([pair, symbol, fields["bid"], fields["bid_qty"], fields["ask"], fields["ask_qty"],
+                                       received, received, pa.nulls(len(items), pa.int64())], schema=QUOTE_SCHEMA)
+        none = pa.nulls(len(items), pa.float64())
+        records = pa.table({"pair": pair, "bid": fields["bid"], "bid_qty": fields["bid_qty"], "ask": fields["ask"],
+                            "ask_qty": fields["ask_qty"], "bid_lot_volume": none, "ask_lot_volume": none,
+                            "last": fields["last"], "time": received})
+        return QuoteBatch(self.exchange, quotes, records, pc.take(pa.array(messages, pa.string()), rows))
 
     def parse(self, message: str, received: datetime) -> list[LiveQuote]:
         body = json.loads(message)

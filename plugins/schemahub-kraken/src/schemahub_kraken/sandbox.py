@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from schemahub_core.sandbox import NS, Limit, MarketVenue, Quote, Trade, VenueApp, Verdict, int_param
+from schemahub_core.sandbox import NS, FirehosePlan, Limit, MarketVenue, Quote, Trade, VenueApp, Verdict, int_param
 
 PAIRS = {"XXBTZUSD": "BTC", "XETHZUSD": "ETH"}
 # Kraken sees the latent price 150-350 ms late; 100 ns timestamps (float seconds on the wire).
@@ -93,6 +95,24 @@ class KrakenApp(VenueApp):
                 ack.update(error=f"Currency pair not supported {symbol}", symbol=symbol)
             await websocket.send_json(ack)
         await self.feed.stream(websocket, markets, self._ticker_message)
+
+    def firehose_plan(self, path: str, query: Mapping[str, str], subscribe: Any) -> FirehosePlan | None:
+        """v2 ``ticker`` subscriptions, as ``ws`` reads them: the status message and one ack per symbol first."""
+        params = subscribe.get("params") if isinstance(subscribe, dict) else None
+        if not path.rstrip("/").endswith("/ws/v2") or not isinstance(params, dict) or \
+                params.get("channel") != "ticker":
+            return None
+        symbols = [s for s in params.get("symbol") or [] if s in self.WS_SYMBOLS]
+        hello = [json.dumps({"channel": "status", "type": "update", "data": [
+            {"version": "2.0.10", "system": "online", "api_version": "v2", "connection_id": 1}]})]
+        trigger = params.get("event_trigger", "trades")
+        hello += [json.dumps({"method": "subscribe", "success": True, "time_in": "", "time_out": "", "result": {
+            "channel": "ticker", "symbol": s, "snapshot": True, "event_trigger": trigger}}) for s in symbols]
+        return FirehosePlan([(s, self.WS_SYMBOLS[s]) for s in symbols], hello)
+
+    def firehose_template(self, native: str, quote: Quote) -> tuple[str, str]:
+        """Kraken's ticker update carries no id: the whole message (repeats are dropped by content)."""
+        return self._ticker_message(native, quote, False), ""
 
     def _ticker_message(self, symbol: str, q: Quote, first: bool) -> str:
         bid, ask = math.floor(q.bid * 10) / 10, math.ceil(q.ask * 10) / 10
