@@ -218,3 +218,30 @@ def test_no_java_is_one_line_before_anything_is_written(tmp_path) -> None:
                                       "openjdk-17-jre-headless", proc.stderr
     catalog = open_catalog(settings_for(home, {}))
     assert not catalog.namespace_exists(NS) or catalog.list_tables(NS) == []  # the pipeline did not ingest first
+
+
+def test_rows_missing_a_required_column_are_quarantined_once_as_the_embedded_engine_does(tmp_path,
+                                                                                        spark_base) -> None:
+    """The executors find the rejects with the embedded engine's function; the driver quarantines them."""
+    from schemahub_core.engine.sink import IcebergSink
+    from schemahub_core.engine.tables import raw_schema
+    from schemahub_core.testing.scripted import START_MS, TRADES
+
+    home, catalog, twin = twins(tmp_path)
+    bad = {"symbol": ["BTCUSD", "ETHUSD"], "id": [7, 8], "price": [None, 42_000.5], "qty": [0.5, None],
+           "time": [START_MS * 1000] * 2, "is_buyer_maker": [True, False], "_source": ["scripted"] * 2,
+           "_source_ingest_ts": [START_MS * 1000] * 2, "_raw_payload": ['{"id":7}', '{"id":8}']}
+    for c in (catalog, twin):
+        backlog(c, 0)
+        IcebergSink(c, NS).publish("raw_scripted_trades", pa.table(bad).cast(raw_schema(TRADES)), {}, stage="ingest")
+    stats = spark_unify(spark_base, catalog, NS, registry(), "trades_unified", scripted_mappings())
+    embedded = unify(twin, NS, registry(), "trades_unified", scripted_mappings())
+    assert (stats.quarantined, stats.error) == (2, None) and embedded.quarantined == 2
+    assert (stats.fetched, stats.unified, stats.deduplicated) == \
+        (embedded.fetched, embedded.unified, embedded.deduplicated)
+    exact(catalog, twin)
+    columns = ["source", "stream", "symbol", "reason", "payload"]
+    assert rows_of(catalog, "schemahub_quarantine", columns).equals(rows_of(twin, "schemahub_quarantine", columns))
+    reasons = rows_of(catalog, "schemahub_quarantine", ["reason"]).column(0).to_pylist()
+    assert [r.split(": ", 1)[1] for r in reasons] == ["required column(s) price missing after mapping",
+                                                      "required column(s) quantity missing after mapping"]
