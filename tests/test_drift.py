@@ -17,6 +17,7 @@ from schemahub_core.apps.pipeline import run_ingest, run_unify
 from schemahub_core.apps.schema import apply, check, propose
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.engine.drift import observe
+from schemahub_core.engine.raw import cast_page
 from schemahub_core.engine.state import watermark_rows
 from schemahub_core.engine.tables import init_tables
 from schemahub_core.framework.config import Settings, default_catalog
@@ -40,6 +41,22 @@ def test_observe_counts_new_and_missing_fields():
     drift = observe(stream, records)
     assert drift.records == 3 and drift.new == {"fee": [2, "0.1"]} and drift.missing == {"qty": 1}
     assert not observe(stream, [base, base])
+
+
+def test_a_batch_of_records_with_one_key_set_counts_as_record_by_record():
+    from schemahub_binance.connector import BinanceConnector
+
+    stream = BinanceConnector.streams["trades"]
+    base = {c.record_key: 1 for c in stream.columns}
+    same = [{**{k: v for k, v in base.items() if k != "qty"}, "fee": str(i)} for i in range(3)]
+    drift = observe(stream, same)  # one pass: every record has the first one's keys
+    assert drift.records == 3 and drift.new == {"fee": [3, "0"]} and drift.missing == {"qty": 3}
+    assert observe(stream, same + [[1, 2]]) == drift  # an array row: counted record by record, the same figures
+    transforms = get_registry().transforms
+    exact = cast_page(stream, [dict(base, id=i) for i in range(3)], transforms, "binance")
+    assert exact.exact_keys and not exact.rejected  # what lets ingest skip counting
+    assert not cast_page(stream, [dict(base, id=1), {**base, "id": 2, "fee": "x"}], transforms, "binance").exact_keys
+    assert not cast_page(stream, [dict(base, id=1), {**base, "id": 2, "qty": None}], transforms, "binance").exact_keys
 
 
 def _ids(sandbox, since, until) -> list[int]:  # noqa: F811

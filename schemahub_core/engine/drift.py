@@ -52,8 +52,16 @@ class Drift:
 
 
 def observe(stream: Stream, records: Sequence[Any], engine_keys: Iterable[str] = ()) -> Drift:
-    """Count undeclared and absent fields in ``records`` (objects only; array rows carry no names)."""
+    """Count undeclared and absent fields in ``records`` (objects only; array rows carry no names).
+
+    Ingest's hot path does not call this for a batch the raw cast found to carry exactly the declared keys
+    (``CastPage.exact_keys``): such records have nothing to count.
+    """
     declared = {c.record_key for c in stream.columns} | set(engine_keys)
+    if _uniform_keys(records):  # the common page: every record has the first one's keys, so it counts them all
+        first, keys = records[0], records[0].keys()
+        new = {name: [len(records), _example(first[name])] for name in sorted(keys - declared)}
+        return Drift(len(records), new, {name: len(records) for name in sorted(_stream_keys(stream) - keys)})
     seen: Counter = Counter()
     examples: dict[str, Any] = {}
     objects = 0
@@ -65,9 +73,23 @@ def observe(stream: Stream, records: Sequence[Any], engine_keys: Iterable[str] =
         for name in record.keys() - declared:
             examples.setdefault(name, record[name])
     new = {name: [seen[name], _example(examples[name])] for name in sorted(examples)}
-    missing = {name: objects - seen[name] for name in sorted(declared) if objects - seen[name] > 0
-               and name in {c.record_key for c in stream.columns}}
+    missing = {name: objects - seen[name] for name in sorted(_stream_keys(stream)) if objects - seen[name] > 0}
     return Drift(objects, new, missing)
+
+
+def _stream_keys(stream: Stream) -> set[str]:
+    return {c.record_key for c in stream.columns}
+
+
+def _uniform_keys(records: Sequence[Any]) -> bool:
+    """Whether ``records`` are all dicts with the same keys, tested in one C-level pass over the page."""
+    if not records or type(records[0]) is not dict:
+        return False
+    keys = records[0].keys()
+    try:
+        return all(map(keys.__eq__, map(dict.keys, records)))
+    except TypeError:  # a record that is not a dict: the caller counts record by record
+        return False
 
 
 def _example(value: Any) -> Any:
@@ -80,11 +102,9 @@ def summary_key(symbol: str) -> str:
     return f"{PREFIX}{symbol}"
 
 
-def drift_summary(stream: Stream, symbol: str, pages: Iterable[Any]) -> dict[str, str]:
-    """The summary property a commit of ``pages`` carries for ``symbol``: empty when nothing drifted."""
-    drift = Drift()
-    for page in pages:
-        drift.add(observe(stream, page.records))
+def drift_summary(stream: Stream, symbol: str, records: Sequence[Any]) -> dict[str, str]:
+    """The summary property a commit of ``records`` carries for ``symbol``: empty when nothing drifted."""
+    drift = observe(stream, records)
     return {summary_key(symbol): drift.summary_value()} if drift else {}
 
 

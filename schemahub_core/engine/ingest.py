@@ -32,7 +32,7 @@ from schemahub_core.engine.coverage import Hole, Span, State, claim_commit, hole
 from schemahub_core.engine.drift import drift_summary
 from schemahub_core.engine.limits import MAX_ROWS_PER_COMMIT, MAX_SECONDS_PER_COMMIT
 from schemahub_core.engine.maintenance import trim
-from schemahub_core.engine.raw import Rejected, cast_records, cast_table
+from schemahub_core.engine.raw import Rejected, cast_pages, cast_table
 from schemahub_core.engine.shards import Shard
 from schemahub_core.engine.sink import Commit, IcebergSink, retry_transient, storage_errno, storage_problem
 from schemahub_core.engine.tables import (
@@ -43,7 +43,6 @@ from schemahub_core.engine.tables import (
     TableDef,
     ensure_namespace,
     ensure_table,
-    raw_schema,
     raw_table_def,
     raw_table_name,
 )
@@ -234,18 +233,17 @@ class StreamIngest:
     def _flush(self, pages: list[Page], hole: Hole, final: bool) -> bool:
         """Commit ``pages`` as the next claim of ``hole``; False if a concurrent writer covered part of it."""
         now = datetime.now(UTC)
-        tables, rejected = [], []
+        record_pages = [page for page in pages if page.table is None]
+        cast = cast_pages(self.stream, record_pages, self.registry.transforms, self.connector.name,
+                          keep_payload=self.raw_payload, now=lambda: now)  # the pages of records: one cast
+        tables, rejected = [cast.table], list(cast.rejected)
         for page in pages:
-            if page.table is not None:
+            if page.table is not None:  # records as columns: a cast per column of each page
                 raw, bad = cast_table(self.stream, page.table, self.registry.transforms, self.connector.name,
                                       page.payloads, keep_payload=self.raw_payload, now=lambda: now)
-            else:
-                raw, bad = cast_records(self.stream, page.records, self.registry.transforms, self.connector.name,
-                                        page.payloads, keep_payload=self.raw_payload,  # type: ignore[arg-type]
-                                        now=lambda: now)
-            tables.append(raw)
-            rejected += bad
-        batch = pa.concat_tables(tables) if tables else raw_schema(self.stream).empty_table()
+                tables.append(raw)
+                rejected += bad
+        batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         self.stats.quarantined += quarantine(self.sink, self.connector.name, self.stream.name, self.symbol,
                                              rejected, now)
         times = batch.column(self.stream.event_time).cast(pa.int64())
@@ -269,7 +267,9 @@ class StreamIngest:
             self._start = start
             return True  # nothing in the window yet: nothing to claim
         committed: dict[str, State] = {}
-        drift = drift_summary(self.stream, self.symbol, pages)
+        # records with exactly the declared keys have drifted from nothing: no second pass over them
+        drift = {} if cast.exact_keys else drift_summary(self.stream, self.symbol,
+                                                          [r for p in pages for r in p.records])
 
         def plan(table: Table) -> Commit | None:
             planned = claim_commit(table, self.stream.name, self.symbol, self.stream.event_time, claim,

@@ -7,6 +7,7 @@ reason and payload while its neighbours land normally.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from schemahub_core.engine.tables import raw_schema
-from schemahub_core.framework.connector import Column, Stream
+from schemahub_core.framework.connector import Column, Page, Stream
 from schemahub_core.framework.transforms import Transform
 
 
@@ -48,14 +49,41 @@ def _cast_column(column: Column, array: pa.Array, transforms: Mapping[str, Trans
     return array.cast(column.type)
 
 
+def _values(records: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
+    """``record.get(key)`` of each record: a C-level loop when they are dicts (the hot path of every page)."""
+    try:
+        return list(map(dict.get, records, itertools.repeat(key)))
+    except TypeError:  # some record is another Mapping (or not an object: AttributeError below)
+        return [r.get(key) for r in records]
+
+
+def _dict_columns(records: Sequence[Any], names: Sequence[str]) -> dict[str, pa.Array]:
+    """The columns ``names`` of records that are all dicts, converted the way ``_to_array`` first tries (one
+    inferred conversion per column), through Arrow's compiled row reader: the hot path of every commit. Empty
+    when a record is not a dict or some column (of any key the first record has) will not convert alone."""
+    if not records or set(map(type, records)) != {dict}:
+        return {}
+    try:
+        table = pa.Table.from_pylist(records)  # the first record's keys; another record's missing key is a null
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        return {}
+    return {name: _one_chunk(table.column(name)) for name in names if name in table.column_names}
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def _inferred_columns(records: list[Mapping[str, Any]], names: Sequence[str]) -> dict[str, pa.Array]:
     """The stream's columns of the records (by record key), each in one C++ conversion (from text
     where their JSON types disagree); none when some record is not an object. A column that cannot
     be converted at all is left out: the caller finds its offending rows."""
-    columns = {}
+    columns = _dict_columns(records, names)
     for name in names:
+        if name in columns:
+            continue
         try:
-            values = [r.get(name) for r in records]
+            values = _values(records, name)
         except AttributeError:  # a record that is not an object
             return {}
         try:
@@ -75,6 +103,16 @@ def _bad_rows(column: Column, values: list[Any], transforms: Mapping[str, Transf
     return bad
 
 
+@dataclass(frozen=True)
+class CastPage:
+    """A page cast to its raw table, its rejects, and whether every record carried exactly the declared keys
+    (learnt for free from the column conversion: schema drift then has nothing to count in it)."""
+
+    table: pa.Table
+    rejected: list[Rejected]
+    exact_keys: bool
+
+
 def cast_records(
     stream: Stream,
     records: Sequence[Mapping[str, Any]],
@@ -85,10 +123,57 @@ def cast_records(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> tuple[pa.Table, list[Rejected]]:
     """Cast ``records`` to ``raw_schema(stream)``; return the table and the rejects."""
+    cast = cast_page(stream, records, transforms, source, payloads, keep_payload, now)
+    return cast.table, cast.rejected
+
+
+def cast_pages(
+    stream: Stream,
+    pages: Sequence[Page],
+    transforms: Mapping[str, Transform],
+    source: str,
+    keep_payload: bool = True,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> CastPage:
+    """The records of ``pages`` cast as one: the per-call cost of a cast (a dozen conversions and kernels) is
+    paid once per commit, not once per page (a rejected record's index counts across the pages)."""
+    records = list(itertools.chain.from_iterable(p.records for p in pages))
+    if not records:
+        return CastPage(raw_schema(stream).empty_table(), [], False)
+    payloads = None
+    if any(p.payloads is not None for p in pages):  # keep the venue's own texts; serialize where a page has none
+        payloads = list(itertools.chain.from_iterable(
+            _texts(p.payloads) if p.payloads is not None else [_payload_any(r) for r in p.records] for p in pages))
+    return cast_page(stream, records, transforms, source, payloads, keep_payload, now)
+
+
+def _texts(payloads: Sequence[str] | pa.Array) -> Sequence[str]:
+    return payloads.to_pylist() if isinstance(payloads, pa.Array) else payloads
+
+
+def _exact_keys(records: Sequence[Any], names: Sequence[str], inferred: Mapping[str, pa.Array]) -> bool:
+    """Whether every record has exactly the keys ``names``: each declared column is converted without a null
+    (so every record has each key) and every record has that many keys (so none has another)."""
+    wanted = len(set(names))
+    return (len(inferred) == wanted and all(a.null_count == 0 for a in inferred.values())
+            and set(map(len, records)) == {wanted})
+
+
+def cast_page(
+    stream: Stream,
+    records: Sequence[Mapping[str, Any]],
+    transforms: Mapping[str, Transform],
+    source: str,
+    payloads: Sequence[str] | None = None,
+    keep_payload: bool = True,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> CastPage:
+    """``cast_records``, also saying whether the records carried exactly the stream's declared keys."""
     rejects: dict[int, str] = {}
     names = [c.record_key for c in stream.columns]
     keys = {k: stream.column(k).record_key for k in stream.key}  # key column -> its key in a record
     inferred = _inferred_columns(records, names) if records else {}
+    exact_keys = bool(records) and _exact_keys(records, names, inferred)
     if inferred:  # every record is an object: a missing key is a null in its column
         missing = {k: inferred[rk].is_null() if rk in inferred else pa.array([r.get(rk) is None for r in records])
                    for k, rk in keys.items()}
@@ -103,10 +188,12 @@ def cast_records(
             elif missing_keys := [k for k, rk in keys.items() if record.get(rk) is None]:
                 rejects[i] = f"missing key column(s) {', '.join(missing_keys)}"
     while True:  # each failed pass rejects at least one more row
-        keep = [i for i in range(len(records)) if i not in rejects]
-        kept = [records[i] for i in keep]
         if rejects:  # the columns of the surviving rows
+            keep = [i for i in range(len(records)) if i not in rejects]
+            kept = [records[i] for i in keep]
             inferred = _inferred_columns(kept, names) if kept else {}
+        else:
+            keep, kept = range(len(records)), records
         arrays = []
         for column in stream.columns:
             array = inferred.get(column.record_key)
@@ -141,7 +228,7 @@ def cast_records(
         Rejected(i, reason, payloads[i] if payloads is not None else _payload_any(records[i]))
         for i, reason in sorted(rejects.items())
     ]
-    return pa.Table.from_arrays(arrays, schema=raw_schema(stream)), rejected
+    return CastPage(pa.Table.from_arrays(arrays, schema=raw_schema(stream)), rejected, exact_keys)
 
 
 def _payload_any(record: Any) -> str:

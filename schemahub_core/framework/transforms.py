@@ -144,7 +144,10 @@ def to_double(array: pa.Array) -> pa.Array:
     if array.type == pa.float64():
         return array
     if _is_text(array):
-        array = pc.utf8_trim_whitespace(array)
+        try:  # venues send bare numbers: trim (a pass over the text) only when the plain parse fails
+            return pc.cast(array, pa.float64())
+        except pa.ArrowInvalid:
+            array = pc.utf8_trim_whitespace(array)
     return _cast(array, pa.float64(), "a number")
 
 
