@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import sys
 import tempfile
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the claims")
+    parser.add_argument("--intensity", type=float, default=None,
+                        help="simulated market intensity for the benchmarks that take one (history: realistic)")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default: benchmarks/results/)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
@@ -56,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             module = importlib.import_module(BENCHMARKS[name])
             with tempfile.TemporaryDirectory(prefix=f"schemahub-bench-{name}-") as tmp:
-                produced = module.run(quick=args.quick, workdir=Path(tmp))
+                extra = {"intensity": args.intensity} if args.intensity and "intensity" in inspect.signature(
+                    module.run).parameters else {}
+                produced = module.run(quick=args.quick, workdir=Path(tmp), **extra)
                 results += produced if isinstance(produced, list) else [produced]
         except Exception as exc:
             errors[name] = f"{type(exc).__name__}: {exc}"

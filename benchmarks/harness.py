@@ -58,6 +58,25 @@ def median_seconds(
     return statistics.median(times), times
 
 
+def paired_seconds(
+    baseline: Callable[[], Any], measured: Callable[[], Any], runs: int = 3,
+    setup: Callable[[], Any] | None = None,
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Medians of ``baseline`` and ``measured`` run in turn (``setup`` untimed before each ``measured``), so on a
+    shared machine both see the same load; wall and CPU seconds (CPU: all threads of this process)."""
+    times: dict[str, list[float]] = {"baseline": [], "measured": [], "baseline_cpu": [], "measured_cpu": []}
+    for _ in range(runs):
+        for name, fn in (("baseline", baseline), ("measured", measured)):
+            if name == "measured" and setup is not None:
+                setup()
+            gc.collect()
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            times[name].append(time.perf_counter() - wall)
+            times[f"{name}_cpu"].append(time.process_time() - cpu)
+    return {name: statistics.median(values) for name, values in times.items()}, times
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     versions = {}

@@ -85,7 +85,8 @@ def test_a_unify_overtaken_by_another_replans_instead_of_appending_twice(tmp_pat
     reg = registry()
     for source in ("scripted", "scripted_b"):
         ingest(open_catalog(settings), NS, reg, source, options=options[source])
-    monkeypatch.setenv(faults.ENV, "unify.before-commit:1:sleep=1.0")  # the first to get there stalls
+    gate = tmp_path / "fast-committed"
+    monkeypatch.setenv(faults.ENV, f"unify.before-commit:1:wait={gate}")  # the first to get there stalls...
     faults.reset()
     results = {}
 
@@ -97,6 +98,7 @@ def test_a_unify_overtaken_by_another_replans_instead_of_appending_twice(tmp_pat
     while faults._reached["unify.before-commit"] < 1:
         threading.Event().wait(0.01)
     run("fast")
+    gate.touch()  # ...until the other has committed, however long that takes
     slow.join()
     assert results["fast"].commits == 1 and results["slow"].commits == 0 and not results["slow"].error
     assert len(_snapshot_ids(open_catalog(settings), "trades_unified")) == 1
