@@ -43,3 +43,23 @@ def test_two_thousand_commits_keep_metadata_json_flat_and_few_metadata_files(tmp
     summary = table.current_snapshot().summary.additional_properties
     assert json.loads(summary["schemahub.rows.trades.BTC-USD"]) == 2000
     assert table.scan().to_arrow().num_rows == 2000
+
+
+def _summary_bytes(snapshot) -> int:
+    return len(json.dumps(snapshot.summary.model_dump(), separators=(",", ":")))
+
+
+def test_one_commit_summary_grows_with_what_it_covers_not_with_the_symbols_the_table_has(tmp_path) -> None:
+    """50 symbols, one commit each: the 50th commit's summary is the size of the first's (its own symbol's
+    coverage and counters only); only the table's index properties have one entry per symbol."""
+    symbols = [f"S{i:02d}-USD" for i in range(50)]
+    settings = settings_for(tmp_path, {"scripted": {"trades": 5, "page_size": 5}})
+    results = run_ingest(settings, registry(), ["scripted"], symbols=symbols)
+    assert [r.error for r in results] == [None] * 50 and sum(r.commits for r in results) == 50
+    table = open_catalog(settings).load_table((NS, "raw_scripted_trades"))
+    snapshots = sorted(table.snapshots(), key=lambda s: s.sequence_number)
+    first, last = _summary_bytes(snapshots[0]), _summary_bytes(snapshots[-1])
+    assert f"schemahub.coverage.trades.{symbols[-1]}" in snapshots[-1].summary.additional_properties
+    assert not any(symbols[0] in k for k in snapshots[-1].summary.additional_properties)
+    assert last <= first * 1.1, (first, last)  # the totals' digits may grow a little, the symbols do not
+    assert sum(k.startswith("schemahub.index.trades.") for k in table.properties) == 50
