@@ -37,6 +37,8 @@ def test_two_thousand_commits_keep_metadata_json_flat_and_few_metadata_files(tmp
     settings, stats = land(2000)
     assert stats.commits == 1900
     after_2000, files, _ = _metadata(settings)
+    print(f"metadata.json {after_100:,} B after 100 commits, {after_2000:,} B after 2,000; {files} metadata files "
+          f"(previous-versions-max {METADATA_VERSIONS_MAX})")  # a by-hand test: its figures go in the docs
     assert after_2000 <= 2 * after_100, (after_100, after_2000)
     assert files <= METADATA_VERSIONS_MAX + 1  # the previous versions kept, plus the current one
     table = open_catalog(settings).load_table((NS, "raw_scripted_trades"))
