@@ -290,7 +290,7 @@ def _by_symbol(data: pa.Table, sym: str, idc: str | None, tcol: str) -> dict[str
     codes, values = _codes(data.column(sym))
     times = _micros(data.column(tcol))
     groups = data.column("__group").combine_chunks().to_numpy(zero_copy_only=False) if "__group" in \
-        data.column_names else np.zeros(data.num_rows, dtype=np.int8)
+        data.column_names else np.zeros(data.num_rows, dtype=np.int32)
     ids = valid = text = None
     if idc is not None:
         column = data.column(idc).combine_chunks()
@@ -382,7 +382,6 @@ class _Files:
         self.projection = scan.projection()  # the only columns a read decodes (the proof of "key columns only")
         self.dictionary = tuple(c for c in dictionary if c in self.projection.column_names)
         self.tasks: list[FileScanTask] = list(scan.plan_files()) if table.current_snapshot() else []
-        self.snapshot = table.current_snapshot()
         source = table.schema().find_field(time_column)
         self.spans: list[tuple[int, int] | None] = []
         for task in self.tasks:
@@ -429,12 +428,12 @@ class _Files:
                 for batch in reader.to_record_batches(members):
                     if batch.num_rows:
                         parts.append(pa.Table.from_batches([batch]).append_column(
-                            "__group", pa.repeat(pa.scalar(group, pa.int8()), batch.num_rows)))
+                            "__group", pa.repeat(pa.scalar(group, pa.int32()), batch.num_rows)))
         finally:
             logger.removeFilter(quiet)
         if not parts:
             return pa.schema([*[_plain(f) for f in schema_to_pyarrow(self.projection)],
-                              pa.field("__group", pa.int8())]).empty_table()
+                              pa.field("__group", pa.int32())]).empty_table()
         data = pa.concat_tables(parts, promote_options="permissive")
         return data
 
@@ -821,8 +820,8 @@ class _Audit:
         raw_cols = [c for c in dict.fromkeys((stream.symbol_column, stream.id_column, stream.event_time)) if c]
         plain = _undictionary(raw.select([*raw_cols, "__group"]))
         mapped = target.keyed.apply(plain.select(raw_cols), self.registry, target.key_schema)
-        waiting = pc.not_equal(pc.bit_wise_and(plain.column("__group"), pa.scalar(bit, pa.int8())),
-                               pa.scalar(0, pa.int8()))
+        waiting = pc.not_equal(pc.bit_wise_and(plain.column("__group"), pa.scalar(bit, pa.int32())),
+                               pa.scalar(0, pa.int32()))
         pending = mapped.filter(waiting)
         natives = {v: k for k, v in canonical.items()}
 
