@@ -37,7 +37,13 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
 from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, GreaterThanOrEqual, LessThan, Or
 from pyiceberg.io import FileIO
-from pyiceberg.io.pyarrow import _dataframe_to_data_files, bin_pack_arrow_table, pyarrow_to_schema, write_file
+from pyiceberg.io.pyarrow import (
+    _check_pyarrow_schema_compatible,
+    _dataframe_to_data_files,
+    bin_pack_arrow_table,
+    pyarrow_to_schema,
+    write_file,
+)
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table, TableProperties, Transaction, WriteTask
@@ -242,6 +248,16 @@ def append_files(files: list[DataFile]) -> Callable[[Transaction, dict[str, str]
     return append
 
 
+def append_batch(tx: Transaction, table: Table, batch: pa.Table, props: dict[str, str]) -> None:
+    """``tx.append(batch)`` with the engine's writer: a batch in one partition (an ingest commit of a day, the
+    common case) is written without pyiceberg's per-partition filter and copy (``data_files``)."""
+    metadata = tx.table_metadata
+    _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=batch.schema,
+                                     format_version=metadata.format_version)
+    files = data_files(metadata, batch, table.io) if batch.num_rows else []
+    append_files(files)(tx, props)
+
+
 class IcebergSink:
     """The built-in sink: one Iceberg append per publish, progress in the snapshot summary."""
 
@@ -331,7 +347,7 @@ class IcebergSink:
                 if commit.append is not None:
                     commit.append(tx, dict(commit.summary))
                 else:
-                    tx.append(commit.batch, snapshot_properties=dict(commit.summary))
+                    append_batch(tx, table, commit.batch, dict(commit.summary))
                 staged = tx.table_metadata.current_snapshot()
                 snapshot_id = staged.snapshot_id if staged else None
                 if commit.properties is not None and snapshot_id is not None:
