@@ -32,6 +32,7 @@ from schemahub_core.engine.coverage import Hole, Span, State, claim_commit, hole
 from schemahub_core.engine.drift import drift_summary
 from schemahub_core.engine.limits import MAX_ROWS_PER_COMMIT, MAX_SECONDS_PER_COMMIT
 from schemahub_core.engine.maintenance import trim
+from schemahub_core.engine.prefetch import Prefetched
 from schemahub_core.engine.raw import Rejected, cast_pages, cast_table
 from schemahub_core.engine.shards import Shard
 from schemahub_core.engine.sink import Commit, IcebergSink, retry_transient, storage_errno, storage_problem
@@ -320,33 +321,34 @@ class StreamIngest:
         return all(self._fill(hole) for hole in window)
 
     def _fill(self, hole: Hole) -> bool:
-        """Fetch one hole and land it in bounded batches (rows, seconds); False if a batch was dropped."""
+        """Fetch one hole and land it in bounded batches (rows, seconds); False if a batch was dropped.
+
+        The pages are fetched ahead on a thread (``Prefetched``) while a batch casts and commits; the batch
+        boundaries, and what a crash loses (the batch not committed yet, fetched again), stay the same.
+        """
         self._start, self._after = hole.since, hole.cursor
         pages = self.connector.fetch(self.stream.name, self.symbol, hole.cursor,
                                      moment(hole.since) if hole.since is not None else None,
                                      moment(hole.until) if hole.until is not None else None)
         pending: list[Page] = []
         rows, opened = 0, time.monotonic()
-        try:
-            for page in pages:
-                self.stats.fetched += page.size
-                pending.append(page)
-                rows += page.size
-                if rows >= self.max_rows or time.monotonic() - opened >= self.max_seconds or (
-                        self.pages_per_commit is not None and len(pending) >= self.pages_per_commit):
-                    batch, pending, rows = pending, [], 0
-                    if not self._flush(batch, hole, final=False):
-                        return False
-                    opened = time.monotonic()
-                    self.on_progress(self.stats)
-        except Exception:
-            if pending:  # keep what was fetched before the failure; the coverage says where to resume
-                self._flush(pending, hole, final=False)
-            raise
-        finally:
-            close = getattr(pages, "close", None)
-            if close is not None:
-                close()
+        with Prefetched(pages) as fetched:
+            try:
+                for page in fetched:
+                    self.stats.fetched += page.size
+                    pending.append(page)
+                    rows += page.size
+                    if rows >= self.max_rows or time.monotonic() - opened >= self.max_seconds or (
+                            self.pages_per_commit is not None and len(pending) >= self.pages_per_commit):
+                        batch, pending, rows = pending, [], 0
+                        if not self._flush(batch, hole, final=False):
+                            return False
+                        opened = time.monotonic()
+                        self.on_progress(self.stats)
+            except Exception:
+                if pending:  # keep what was fetched before the failure; the coverage says where to resume
+                    self._flush(pending, hole, final=False)
+                raise
         return self._flush(pending, hole, final=True)
 
 

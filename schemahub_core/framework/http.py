@@ -34,7 +34,8 @@ from schemahub_core.framework.connector import ConnectorError, VenueUnreachable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JSONNumber", "RateLimit", "RetryableError", "VenuePolicy", "VenueSession", "dumps_exact", "venue_session"]
+__all__ = ["JSONArray", "JSONNumber", "RateLimit", "RetryableError", "VenuePolicy", "VenueSession", "dumps_exact",
+           "split_json_array", "venue_session"]
 
 
 class JSONNumber(str):
@@ -54,6 +55,50 @@ def dumps_exact(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ",".join(dumps_exact(v) for v in value) + "]"
     return json.dumps(value)
+
+
+class JSONArray(list):
+    """A parsed top-level JSON array that keeps each element's exact text as the venue sent it (``texts``).
+
+    ``get_json(..., texts=True)`` returns one: a connector then keeps a record's original JSON (its
+    ``_raw_payload``) without serializing every record again, which cost more than parsing the page.
+    """
+
+    texts: list[str]
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def split_json_array(text: str, parse_float: Callable[[str], Any] | None = None) -> JSONArray | None:
+    """``text`` parsed, when it is a JSON array, as a ``JSONArray`` (one parse); None when it is another value.
+
+    ``ValueError`` for malformed JSON, as ``json.loads`` raises it.
+    """
+    skip = _WHITESPACE.match
+    i = skip(text).end()
+    if text[i:i + 1] != "[":
+        return None
+    out, texts = JSONArray(), []
+    out.texts = texts
+    i = skip(text, i + 1).end()
+    if text[i:i + 1] == "]":
+        if skip(text, i + 1).end() != len(text):
+            raise ValueError("extra data after the JSON array")
+        return out
+    decode = json.JSONDecoder(parse_float=parse_float).raw_decode
+    while True:
+        item, end = decode(text, i)
+        out.append(item)
+        texts.append(text[i:end])
+        i = skip(text, end).end()
+        mark = text[i:i + 1]
+        if mark == ",":
+            i = skip(text, i + 1).end()
+        elif mark == "]" and skip(text, i + 1).end() == len(text):
+            return out
+        else:
+            raise ValueError(f"expected ',' or ']' at character {i} of the JSON array")
 
 
 class RetryableError(Exception):
@@ -273,9 +318,11 @@ class VenueSession(LimiterSession):
         return f"{self.policy.name}: HTTP {response.status_code} on {path}: {text}"
 
     def get_json(
-        self, url: str, params: Mapping[str, Any] | None = None, weight: int = 1
+        self, url: str, params: Mapping[str, Any] | None = None, weight: int = 1, texts: bool = False
     ) -> tuple[Any, requests.Response]:
         """GET ``url`` and return (parsed JSON, response), retrying what retrying can fix.
+
+        With ``texts``, a JSON array comes back as a ``JSONArray``: each element's original text beside it.
 
         Raises ``ConnectorError`` with one line naming the venue, the path and
         the venue's own message when the venue refuses the request, or when
@@ -306,7 +353,7 @@ class VenueSession(LimiterSession):
             self.stats.weight += weight
             self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
             self._note_used_weight(response)
-            body = self._parse(response)
+            body = self._parse(response, texts)
             status = response.status_code
             if status == 418:
                 self.stats.rate_limited += 1
@@ -341,16 +388,28 @@ class VenueSession(LimiterSession):
         log.warning("%s; retrying in %.2fs", problem, delay)
         time.sleep(delay)
 
-    def _parse(self, response: requests.Response) -> Any:
+    def _parse(self, response: requests.Response, texts: bool = False) -> Any:
         if not response.content:
             return None
         try:
+            if texts and response.status_code < 300 and (text := _utf8(response.content)) is not None:
+                array = split_json_array(text, self.policy.parse_float)
+                if array is not None:
+                    return array
             return json.loads(response.content, parse_float=self.policy.parse_float)
         except ValueError:
             return _MALFORMED
 
 
 _MALFORMED: Any = object()
+
+
+def _utf8(content: bytes) -> str | None:
+    """The body as text when it is UTF-8 (as JSON over HTTP is); None leaves the rarer encodings to json.loads."""
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def venue_session(policy: VenuePolicy, options: Mapping[str, Any] | None = None,

@@ -302,24 +302,30 @@ class BinanceConnector(Connector):
                until: datetime | None, first: dict[str, Any]) -> Iterator[Page]:
         """Page ``endpoint`` forward by ``fromId`` from the ``first`` page's parameters, stopping before ``until``."""
         params: dict[str, Any] = {"symbol": native, "limit": self.page_size, **first}
-        until_us = _us(until) if until is not None else None
+        until_ms = -(-_us(until) // 1000) if until is not None else None  # t ms >= until  <=>  t >= until_ms
         while True:
-            rows, _ = self.session.get_json(f"{self.base_url}/api/v3/{endpoint}", params, WEIGHTS[endpoint])
+            rows, _ = self.session.get_json(f"{self.base_url}/api/v3/{endpoint}", params, WEIGHTS[endpoint],
+                                            texts=True)
             if not isinstance(rows, list):
                 raise ConnectorError(f"binance: {endpoint} for {native} returned {type(rows).__name__}, "
                                      "expected a list")
-            records, payloads, last_id, done = [], [], None, False
-            for row in rows:
-                t = row.get(time_field) if isinstance(row, dict) else None
-                if until_us is not None and isinstance(t, int) and t * 1000 >= until_us:
-                    done = True
+            texts = getattr(rows, "texts", None)  # each row's JSON as Binance sent it: its _raw_payload
+            if texts is None:  # a body json.loads had to read (not UTF-8): serialize the rows instead
+                texts = [json.dumps(row, separators=(",", ":")) for row in rows]
+            records, last_id, done = rows, None, False
+            for i, row in enumerate(rows):  # per row only what JSON cannot say in bulk: the bound, the cursor
+                if not isinstance(row, dict):
+                    continue
+                t = row.get(time_field)
+                if until_ms is not None and isinstance(t, int) and t >= until_ms:
+                    records, done = rows[:i], True
                     break
-                payloads.append(json.dumps(row, separators=(",", ":")))
-                records.append({**row, "symbol": native} if isinstance(row, dict) else row)
-                if isinstance(row, dict) and isinstance(row.get(id_field), int):
-                    last_id = row[id_field] if last_id is None else max(last_id, row[id_field])
+                row["symbol"] = native  # the rows are this page's own parse: no copy
+                row_id = row.get(id_field)
+                if isinstance(row_id, int) and (last_id is None or row_id > last_id):
+                    last_id = row_id
             if records:
-                yield Page(records, last_id if last_id is not None else cursor, payloads)
+                yield Page(list(records), last_id if last_id is not None else cursor, texts[:len(records)])
                 cursor = last_id if last_id is not None else cursor
             if done or len(rows) < self.page_size or last_id is None:
                 return
