@@ -74,3 +74,16 @@ def test_timeouts_are_retried(sandbox):  # noqa: F811
     sandbox.inject("binance", "timeout", delay=1.0)
     body, _ = session.get_json(sandbox.base_url("binance") + "/api/v3/time")
     assert body["serverTime"] > 1_707_000_000_000 and session.stats.retries == 1
+
+
+def test_split_json_array_keeps_each_elements_exact_text():
+    from schemahub_core.framework.http import split_json_array
+
+    text = ' [ {"a":1, "p":"4.50000000"} ,{"a":2,"n":[1,{"x":"},{"}]}\n,3,"s" ] '
+    array = split_json_array(text)
+    assert array == [{"a": 1, "p": "4.50000000"}, {"a": 2, "n": [1, {"x": "},{"}]}, 3, "s"]
+    assert array.texts == ['{"a":1, "p":"4.50000000"}', '{"a":2,"n":[1,{"x":"},{"}]}', "3", '"s"']
+    assert split_json_array("[]") == [] and split_json_array('{"code":-1121}') is None
+    for bad in ('[{"a":1},]', '[{"a":1}', '[{"a":1}] x', '[1 2]'):
+        with pytest.raises(ValueError):
+            split_json_array(bad)

@@ -24,6 +24,7 @@ from schemahub_core.sandbox.market import (
            Market,
            Quote,
            Trade,
+           TradeColumns,
            to_ns,
 )
 from schemahub_core.sandbox.market import Venue as MarketVenue
@@ -50,6 +51,7 @@ __all__ = [
     "Sandbox",
     "SandboxConfig",
     "Trade",
+    "TradeColumns",
     "VenueApp",
     "Verdict",
     "bad_request",

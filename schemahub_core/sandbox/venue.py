@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,7 +23,7 @@ from schemahub_core.sandbox.faults import Fault
 from schemahub_core.sandbox.feeds import Feed, FirehosePlan
 from schemahub_core.sandbox.host import Host
 from schemahub_core.sandbox.limits import FixedWindowWeight, Limit, TokenBucket, Verdict
-from schemahub_core.sandbox.market import LABEL, Quote, Trade, to_ns
+from schemahub_core.sandbox.market import LABEL, Quote, Trade, TradeColumns, to_ns
 from schemahub_core.sandbox.market import Venue as MarketVenue
 
 SANDBOX_HEADER = "X-SchemaHub-Sandbox"
@@ -154,14 +155,27 @@ class VenueApp:
 
         Dropped trades are skipped and the page is filled past them, as a venue with a hole fills its pages.
         """
-        out: list[Trade] = []
-        while len(out) < limit:
-            batch = self.market.trades_from(self.name, asset, index, limit - len(out), until_ns)
-            if not batch:
+        return self.columns_forward(native_symbol, asset, index, limit, until_ns).trades()
+
+    def columns_forward(self, native_symbol: str, asset: str, index: int, limit: int, until_ns: int
+                        ) -> TradeColumns:
+        """``trades_forward`` as arrays (a page rendered without a ``Trade`` per row)."""
+        ranges = self.sandbox.faults.dropped(self.name, {native_symbol, self.symbols.get(native_symbol, native_symbol)})
+        parts: list[TradeColumns] = []
+        count = 0
+        while count < limit:
+            batch = self.market.trade_columns(self.name, asset, index, limit - count, until_ns)
+            if not len(batch):
                 break
-            out += self.served(native_symbol, batch)
-            index = batch[-1].index + 1
-        return out
+            index = int(batch.index[-1]) + 1
+            if ranges:
+                dropped = np.zeros(len(batch), bool)
+                for lo, hi in ranges:
+                    dropped |= (batch.ids >= lo) & (batch.ids <= hi)
+                batch = batch.where(~dropped)
+            parts.append(batch)
+            count += len(batch)
+        return TradeColumns.concat(parts)
 
     def trades_backward(self, native_symbol: str, asset: str, end: int, limit: int, until_ns: int) -> list[Trade]:
         """Up to ``limit`` served trades before series position ``end`` (none after ``until_ns``), oldest first."""
