@@ -41,9 +41,10 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from schemahub_core.engine.coverage import PER_SYMBOL, Span, claim_commit, micros
+from schemahub_core.engine.data_file_writer import DataFileWriter
 from schemahub_core.engine.ingest import ensure_tables
 from schemahub_core.engine.raw import _cast_column
-from schemahub_core.engine.sink import PROGRESS_PREFIX, Commit, IcebergSink, append_files, progress_of
+from schemahub_core.engine.sink import PROGRESS_PREFIX, Commit, IcebergSink, append_files, progress_of, retry_transient
 from schemahub_core.engine.state import cursor_key, decode_cursor, encode_cursor, last_ts_key, rows_key
 from schemahub_core.engine.tables import WATERMARKS, WATERMARKS_SCHEMA, TableDef, raw_schema, raw_table_name
 from schemahub_core.framework.archives import PAYLOAD, ArchiveError, ArchiveFile, sha256_of
@@ -109,14 +110,17 @@ class FileBackfill:
 
     def __init__(self, sink: IcebergSink, registry: Registry, connector: Connector, stream: Stream,
                  file: ArchiveFile, *, raw_payload: bool, rows_per_commit: int, workdir: Path,
-                 on_progress: Callable[[FileStats], None]) -> None:
+                 on_progress: Callable[[FileStats], None], after: threading.Event | None = None) -> None:
         self.sink, self.registry, self.connector, self.stream, self.file = sink, registry, connector, stream, file
         self.table = raw_table_name(connector.name, stream.name)
         self.raw_payload, self.rows_per_commit, self.workdir = raw_payload, max(1, rows_per_commit), workdir
         self.on_progress = on_progress
         self.stats = FileStats(file.name, file.symbol, file.period)
         self.key = archive_key(stream.name, file.symbol, file.name)
-        self._ahead: tuple[int, ReadAhead] | None = None  # (rows skipped, chunks being read) started by fetch
+        self._ahead: tuple[int, ReadAhead] | None = None  # (rows skipped, batches being read) started by fetch
+        # one file is parsed at a time, in order: the previous file's reading ends before this one's starts, so
+        # the next file's first blocks are parsed while this one's last are written, not while its first are
+        self.after, self.parsed = after, threading.Event()
         self.keys = (cursor_key(stream.name, file.symbol), rows_key(stream.name, file.symbol),
                      last_ts_key(stream.name, file.symbol))
 
@@ -132,6 +136,7 @@ class FileBackfill:
             recorded = _Done.parse(self.sink.progress(self.table).get(self.key))
             if recorded is not None and recorded.done and expected is not None and recorded.sha256 == expected:
                 self.stats.status, self.stats.sha256 = "skipped", expected
+                self.parsed.set()
                 return None
             path = self.workdir / self.file.name
             with open(path, "wb") as out:
@@ -142,11 +147,14 @@ class FileBackfill:
                 path.unlink()
                 raise ArchiveError(f"{self.file.name}: checksum mismatch: the venue publishes {expected[:12]}..., "
                                    f"the download is {actual[:12]}...; nothing from this file landed")
-            # start reading now, while the previous file lands: parsing this one overlaps that one's writing
+            # start reading once the previous file is read: parsing this one overlaps the previous one's last writes
             skip = recorded.rows if recorded is not None and recorded.sha256 == actual else 0
-            self._ahead = (skip, ReadAhead(self._batches(path, skip)))
+            if self.after is not None:
+                self.after.wait()
+            self._ahead = (skip, ReadAhead(self._batches(path, skip), self.parsed.set))
             return path
         except Exception as exc:
+            self.parsed.set()
             self._failed(exc)
             return None
 
@@ -163,6 +171,7 @@ class FileBackfill:
                 self._ahead = None
             if path is not None:
                 path.unlink(missing_ok=True)
+            self.parsed.set()
         self.stats.seconds = round(time.monotonic() - getattr(self, "_started", time.monotonic()), 3)
         self.on_progress(self.stats)
         return self.stats
@@ -182,20 +191,23 @@ class FileBackfill:
     def _land(self, path: Path, sha: str) -> None:
         """Stream the verified file into the table; restart from the committed progress if a writer interferes."""
         while True:
-            progress = self.sink.progress(self.table)
-            recorded = _Done.parse(progress.get(self.key))
+            table = self._load()
+            recorded = _Done.parse(progress_of(table).get(self.key))
             if recorded is not None and recorded.sha256 == sha and recorded.done:
                 self.stats.status = "skipped" if not self.stats.commits else self.stats.status
                 return
             replaced = recorded is not None and (recorded.sha256 != sha or recorded.replaced)
             skip = recorded.rows if recorded is not None and recorded.sha256 == sha else 0
             self.stats.status = "replaced" if replaced else "landing"
-            if self._stream(self._chunks(path, skip), sha, skip, replaced):
+            if self._stream(table, self._chunks(path, skip), sha, skip, replaced):
                 self.stats.status = "replaced" if replaced else "landed"
                 return
 
+    def _load(self) -> Table:
+        return retry_transient(lambda: self.sink.catalog.load_table((self.sink.namespace, self.table)))
+
     def _chunks(self, path: Path, skip: int) -> ReadAhead:
-        """The chunks after ``skip``: the ones ``fetch`` started reading if it assumed the same ``skip``."""
+        """The batches after ``skip``: the ones ``fetch`` started reading if it assumed the same ``skip``."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
             if ahead[0] == skip:
@@ -205,10 +217,9 @@ class FileBackfill:
         return ReadAhead(self._batches(path, skip))
 
     def _batches(self, path: Path, skip: int) -> Iterator[pa.Table]:
-        """The file's rows after the first ``skip``, cast to the raw schema, in chunks of at most a commit
-        (at least one chunk, maybe empty: the commit that marks the file done)."""
-        pending: list[pa.Table] = []
-        count, seen, yielded = 0, 0, False
+        """The file's rows after the first ``skip``, cast to the raw schema, a table per block as it is read,
+        cut where a commit ends (every ``rows_per_commit`` rows), so that no table straddles two commits."""
+        seen, room = 0, self.rows_per_commit
         for batch in self.connector.read_archive(self.file, path):
             n = batch.num_rows
             self.stats.rows += n
@@ -217,17 +228,14 @@ class FileBackfill:
                 continue
             if seen - n < skip:
                 batch = batch.slice(skip - (seen - n))
-            pending.append(self._cast(batch))
-            count += pending[-1].num_rows
-            while count >= self.rows_per_commit:
-                chunk = pa.concat_tables(pending)
-                yield chunk.slice(0, self.rows_per_commit)
-                yielded = True
-                rest = chunk.slice(self.rows_per_commit)
-                pending, count = ([rest] if rest.num_rows else []), rest.num_rows
+            rows = self._cast(batch)
+            while rows.num_rows >= room:
+                yield rows.slice(0, room)
+                rows, room = rows.slice(room), self.rows_per_commit
+            if rows.num_rows:
+                yield rows
+                room -= rows.num_rows
             self.on_progress(self.stats)
-        if pending or not yielded:
-            yield pa.concat_tables(pending) if pending else raw_schema(self.stream).empty_table()
 
     def _cast(self, batch: pa.RecordBatch) -> pa.Table:
         names = set(batch.schema.names)
@@ -265,99 +273,106 @@ class FileBackfill:
         seen = seen.cast(pa.schema([chunk.schema.field(k) for k in key]))
         return chunk.join(seen, key, join_type="left anti").select(chunk.schema.names).cast(chunk.schema)
 
-    def _stream(self, chunks: ReadAhead, sha: str, skip: int, replaced: bool) -> bool:
-        """Commit the file's chunks after ``skip``; False if a concurrent writer moved this file's progress."""
+    def _stream(self, table: Table, batches: ReadAhead, sha: str, skip: int, replaced: bool) -> bool:
+        """Commit the file's rows after ``skip``, ``rows_per_commit`` at a time; False if a concurrent writer
+        moved this file's progress.
+
+        Each block is written into the commit's data files as it comes, while the reader parses the next; a
+        replaced file's chunk is gathered first, to keep only the rows the table does not hold yet."""
         landed_rows = skip
-        with contextlib.closing(chunks):
-            chunk = next(chunks, None)
-            while chunk is not None:
-                following = next(chunks, None)  # look ahead: the last chunk's commit marks the file done
-                read = chunk.num_rows
-                span = self._id_span(chunk)
-                rows = self._new_rows(chunk) if replaced else chunk
-                if not self._commit(rows, sha, landed_rows + read, following is None, replaced, read, span):
+        plain = [PAYLOAD, self.stream.key[-1]]  # unique per row: no dictionary
+        with contextlib.closing(batches):
+            batch = next(batches, None)
+            while True:
+                read, pending = _Rows(self), []
+                writer = DataFileWriter(table, WRITE, plain)
+                try:
+                    while batch is not None and read.count < self.rows_per_commit:
+                        read.add(batch)
+                        if replaced:
+                            pending.append(batch)
+                        else:
+                            writer.write(batch)
+                        batch = next(batches, None)  # look ahead: the file's last commit marks it done
+                    landed = read
+                    if replaced:
+                        rows = self._new_rows(pa.concat_tables(pending) if pending else
+                                              raw_schema(self.stream).empty_table())
+                        pending, landed = [], _Rows(self).add(rows)
+                        writer.write(rows)
+                    files = writer.close()
+                except BaseException:
+                    writer.abort()
+                    raise
+                if not self._commit(files, landed, sha, landed_rows + read.count, batch is None, replaced,
+                                    read.count, read.span):
                     return False
-                landed_rows += read
-                chunk = following
+                landed_rows += read.count
+                if batch is None:
+                    return True
+
+    def _commit(self, files: list, landed: _Rows, sha: str, file_rows: int, done: bool, replaced: bool, read: int,
+                span: tuple[int, int] | None) -> bool:
+        """Append the data files of ``landed`` with the file's progress (and the cursor it continues), if this
+        file's committed progress is still what this chunk was read after (``file_rows - read`` rows).
+
+        The progress is computed from the table as each attempt finds it (a concurrent REST ingest may have moved
+        the cursor meanwhile); the data files are written once, before."""
+        snapshot_id = self.sink.publish_planned(
+            self.table, partial(self._plan, files, landed, sha, file_rows, done, replaced, read, span),
+            stage="archive")
+        if snapshot_id is None:
+            return False  # someone else landed (part of) this file meanwhile: start over from their progress
+        self.stats.landed += landed.count
+        self.stats.deduplicated += read - landed.count
+        self.stats.commits += 1
+        self.on_progress(self.stats)
         return True
 
-    def _id_span(self, chunk: pa.Table) -> tuple[int, int] | None:
-        """First and last record id of a chunk of an id-cursor stream (the key's last column is the id)."""
-        if self.stream.cursor_kind != CursorKind.ID or chunk.num_rows == 0:
+    def _plan(self, files: list, landed: _Rows, sha: str, file_rows: int, done: bool, replaced: bool, read: int,
+              span: tuple[int, int] | None, table: Table) -> Commit | None:
+        """The append on ``table`` as it is now (None if this file's progress moved); the file's last commit also
+        claims its period as coverage, so REST windows over it land nothing twice and forward REST continues from
+        its end."""
+        committed = progress_of(table)
+        previous = _Done.parse(committed.get(self.key))
+        if (previous.rows if previous is not None and previous.sha256 == sha else 0) != file_rows - read:
             return None
-        bounds = pc.min_max(self._ids(chunk))
-        return int(bounds["min"].as_py()), int(bounds["max"].as_py())
-
-    def _ids(self, rows: pa.Table) -> pa.ChunkedArray:
-        """The record ids as integers: a stream may keep them as text (Binance's trade id, as the seed's DDL),
-        where the smallest string is not the smallest id once ids gain a digit."""
-        ids = rows.column(self.stream.key[-1])
-        return ids if pa.types.is_integer(ids.type) else pc.cast(ids, pa.int64())
-
-    def _commit(self, rows: pa.Table, sha: str, file_rows: int, done: bool, replaced: bool, read: int,
-                span: tuple[int, int] | None) -> bool:
-        """Append ``rows`` with the file's progress (and the cursor it continues), conditional on what was read.
-
-        The data files are written once, before the conditional commit (reused if it has to be planned again)."""
-        append = append_files(self.sink.stage(self.table, rows, WRITE)) if rows.num_rows else None
-        while True:
-            committed = self.sink.progress(self.table)
-            before = committed.get(self.key)
-            previous = _Done.parse(before)
-            if (previous.rows if previous is not None and previous.sha256 == sha else 0) != file_rows - read:
-                return False  # someone else landed (part of) this file meanwhile: start over from their progress
-            ckey, rkey, tkey = self.keys
-            record: dict = {"sha256": sha, "rows": file_rows, "done": done, "period": self.file.period,
-                            "start": self.file.start.isoformat(), "end": self.file.end.isoformat()}
-            if replaced:
-                record["replaced"] = True
-            if previous is not None and previous.sha256 == sha and previous.first_id is not None:
-                earlier = (previous.first_id, previous.last_id or previous.first_id)
-                span = earlier if span is None else (min(span[0], earlier[0]), max(span[1], earlier[1]))
-            if span is not None:  # the id range the file covered so far
-                record["first_id"], record["last_id"] = span
-            progress = {self.key: json.dumps(record, separators=(",", ":")),
-                        rkey: str(int(committed.get(rkey) or 0) + rows.num_rows)}
-            expect = {self.key: before, ckey: committed.get(ckey), rkey: committed.get(rkey)}
-            if rows.num_rows:
-                newest = pc.max(rows.column(self.stream.event_time)).as_py()
-                last_ts = committed.get(tkey)
-                if last_ts is None or datetime.fromisoformat(last_ts) < newest:
-                    progress[tkey] = newest.isoformat()
-                if self.stream.cursor_kind == CursorKind.ID:
-                    cursor = self._continued_cursor(rows, decode_cursor(committed.get(ckey)))
-                    if cursor is not None:
-                        progress[ckey] = encode_cursor(cursor)
-            snapshot_id = self.sink.publish_planned(
-                self.table, partial(self._plan, rows, progress, expect, done, append), stage="archive")
-            if snapshot_id is None:
-                continue  # a concurrent writer (REST ingest, another backfill) committed: look again
-            self.stats.landed += rows.num_rows
-            self.stats.deduplicated += read - rows.num_rows
-            self.stats.commits += 1
-            self.on_progress(self.stats)
-            return True
-
-    def _plan(self, rows: pa.Table, progress: dict[str, str], expect: dict[str, str | None], done: bool,
-              append: Callable | None, table: Table) -> Commit | None:
-        """The append, if ``expect`` still holds; the file's last commit also claims its period as coverage, so
-        REST windows over it land nothing twice and forward REST continues from its end."""
-        current = progress_of(table)
-        if any(current.get(k) != v for k, v in expect.items()):
-            return None
+        ckey, rkey, tkey = self.keys
+        record: dict = {"sha256": sha, "rows": file_rows, "done": done, "period": self.file.period,
+                        "start": self.file.start.isoformat(), "end": self.file.end.isoformat()}
+        if replaced:
+            record["replaced"] = True
+        if previous is not None and previous.sha256 == sha and previous.first_id is not None:
+            earlier = (previous.first_id, previous.last_id or previous.first_id)
+            span = earlier if span is None else (min(span[0], earlier[0]), max(span[1], earlier[1]))
+        if span is not None:  # the id range the file covered so far
+            record["first_id"], record["last_id"] = span
+        progress = {self.key: json.dumps(record, separators=(",", ":")),
+                    rkey: str(int(committed.get(rkey) or 0) + landed.count)}
+        if landed.count:
+            last_ts = committed.get(tkey)
+            if last_ts is None or datetime.fromisoformat(last_ts) < landed.newest:
+                progress[tkey] = landed.newest.isoformat()
+            if self.stream.cursor_kind == CursorKind.ID:
+                cursor = self._continued_cursor(landed.span, decode_cursor(committed.get(ckey)))
+                if cursor is not None:
+                    progress[ckey] = encode_cursor(cursor)
+        append = append_files(files)
         if done:
             claim = Span(micros(self.file.start), micros(self.file.end))
             planned = claim_commit(table, self.stream.name, self.file.symbol, self.stream.event_time, claim, None,
-                                   rows, extra=progress)
+                                   landed.times(), extra=progress)
             if planned is not None:
                 return replace(planned[0], append=append)
-        return Commit(rows, {**{k: v for k, v in current.items() if not k.startswith(PER_SYMBOL)}, **progress},
+        return Commit(None, {**{k: v for k, v in committed.items() if not k.startswith(PER_SYMBOL)}, **progress},
                       append=append)
 
-    def _continued_cursor(self, rows: pa.Table, cursor: object) -> int | None:
-        """The id cursor after ``rows`` if they continue the committed one (or there is none); else None."""
-        bounds = pc.min_max(self._ids(rows))
-        first, last = bounds["min"].as_py(), bounds["max"].as_py()
+    def _continued_cursor(self, bounds: tuple[int, int] | None, cursor: object) -> int | None:
+        """The id cursor after rows of ids ``bounds`` if they continue the committed one (or there is none)."""
+        if bounds is None:
+            return None
+        first, last = bounds
         if cursor is None:
             return int(last)
         if isinstance(cursor, int) and first <= cursor + 1 < last + 1:
@@ -365,29 +380,68 @@ class FileBackfill:
         return None
 
 
+class _Rows:
+    """What a commit needs to know of rows without holding them: how many, their id range (id-cursor streams),
+    their event times (the coverage claim counts them and takes the newest)."""
+
+    def __init__(self, backfill: FileBackfill) -> None:
+        self.stream = backfill.stream
+        self.count, self.span, self._times = 0, None, []
+        self.newest: datetime | None = None
+
+    def add(self, rows: pa.Table) -> _Rows:
+        if rows.num_rows == 0:
+            return self
+        self.count += rows.num_rows
+        times = rows.column(self.stream.event_time)
+        self._times.append(times)
+        newest = pc.max(times).as_py()
+        self.newest = newest if self.newest is None or newest > self.newest else self.newest
+        if self.stream.cursor_kind == CursorKind.ID:
+            ids = rows.column(self.stream.key[-1])
+            # a stream may keep its ids as text (Binance's trade id, as the seed's DDL), where the smallest
+            # string is not the smallest id once ids gain a digit
+            bounds = pc.min_max(ids if pa.types.is_integer(ids.type) else pc.cast(ids, pa.int64()))
+            lo, hi = int(bounds["min"].as_py()), int(bounds["max"].as_py())
+            self.span = (lo, hi) if self.span is None else (min(lo, self.span[0]), max(hi, self.span[1]))
+        return self
+
+    def times(self) -> pa.Table:
+        """The event-time column of the rows (all ``claim_commit`` reads of them)."""
+        field = raw_schema(self.stream).field(self.stream.event_time)
+        return pa.table({field.name: pa.chunked_array([c for t in self._times for c in t.chunks], field.type)})
+
+
 class ReadAhead:
-    """``chunks``, read (parsed, cast) one chunk ahead in a thread that starts at once: parsing overlaps the
-    Parquet writing of the chunk before, and of the previous file (``fetch`` starts it while that one lands).
+    """``batches``, read (inflated, parsed, cast) ahead in a thread that starts at once: parsing a block overlaps
+    the Parquet writing of the block before (and, across files, of the previous file's last blocks).
 
     Both release the GIL (pyarrow's CSV reader and casts, the Parquet writer), so on two cores a file lands in
-    about the time of the slower half. At most one chunk waits in the queue; ``close`` stops the thread.
+    about the time of the slower half. At most ``AHEAD`` blocks wait in the queue; ``close`` stops the thread;
+    ``on_end`` runs when the thread is done reading (the file read, failed or closed).
     """
 
-    def __init__(self, chunks: Iterator[pa.Table]) -> None:
-        self._ready: queue.Queue = queue.Queue(maxsize=1)
+    AHEAD = 2
+
+    def __init__(self, batches: Iterator[pa.Table], on_end: Callable[[], None] | None = None) -> None:
+        self._ready: queue.Queue = queue.Queue(maxsize=self.AHEAD)
         self._stop, self._end, self._done = threading.Event(), object(), False
-        self._thread = threading.Thread(target=self._work, args=(chunks,), name="schemahub-archive-reader",
+        self._on_end = on_end
+        self._thread = threading.Thread(target=self._work, args=(batches,), name="schemahub-archive-reader",
                                         daemon=True)
         self._thread.start()
 
-    def _work(self, chunks: Iterator[pa.Table]) -> None:
+    def _work(self, batches: Iterator[pa.Table]) -> None:
         try:
-            for chunk in chunks:
-                if not self._put(chunk):
+            for batch in batches:
+                if not self._put(batch):
                     return
             self._put(self._end)
         except BaseException as exc:  # handed to the consumer, raised there
             self._put(exc)
+        finally:
+            if self._on_end is not None:
+                self._on_end()
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():
@@ -462,8 +516,11 @@ def backfill(
     sink = IcebergSink(catalog, namespace)
     report = on_progress or (lambda stats: None)
     with tempfile.TemporaryDirectory(prefix="schemahub-archive-") as tmp, ThreadPoolExecutor(1) as downloads:
-        jobs = [FileBackfill(sink, registry, connector, chosen, f, raw_payload=raw_payload,
-                             rows_per_commit=rows_per_commit, workdir=Path(tmp), on_progress=report) for f in files]
+        jobs: list[FileBackfill] = []
+        for f in files:  # each file's reading waits for the one before's to end
+            jobs.append(FileBackfill(sink, registry, connector, chosen, f, raw_payload=raw_payload,
+                                     rows_per_commit=rows_per_commit, workdir=Path(tmp), on_progress=report,
+                                     after=jobs[-1].parsed if jobs else None))
         results = []
         ahead: Future | None = downloads.submit(jobs[0].fetch) if jobs else None
         for i, job in enumerate(jobs):  # the next file downloads while this one lands
