@@ -54,8 +54,10 @@ from schemahub_core.framework.registry import Registry
 ARCHIVE = PROGRESS_PREFIX + "archive."
 ROWS_PER_COMMIT = 500_000  # ~60 MB of Arrow per commit; a 1M-trade day lands in two commits
 # Writer options for archive chunks only. Most of a chunk's bytes are unique per row (ids, times, the CSV
-# line), where a dictionary page never pays; a 64 KB dictionary still holds the prices and flags that repeat,
-# and the writer gives up early on the rest (30 % less time writing a chunk, files a few % smaller).
+# line), where a dictionary page never pays; a 64 KB dictionary limit makes the writer give up early on those
+# (30 % less time writing a chunk, files a few % smaller). Only text columns other than the line and the record
+# id (the symbol, the source) are dictionary-encoded at all: numbers written plain and zstd-compressed come out
+# as small as with a dictionary (a day of trades: 12.7 MB against 13.1) in 8 % less writing time.
 WRITE = {"write.parquet.dict-size-bytes": str(64 << 10)}
 
 
@@ -280,7 +282,8 @@ class FileBackfill:
         Each block is written into the commit's data files as it comes, while the reader parses the next; a
         replaced file's chunk is gathered first, to keep only the rows the table does not hold yet."""
         landed_rows = skip
-        plain = [PAYLOAD, self.stream.key[-1]]  # unique per row: no dictionary
+        plain = [f.name for f in raw_schema(self.stream) if f.name in (PAYLOAD, self.stream.key[-1])
+                 or not pa.types.is_string(f.type)]
         with contextlib.closing(batches):
             batch = next(batches, None)
             while True:
