@@ -84,6 +84,10 @@ def test_split_json_array_keeps_each_elements_exact_text():
     assert array == [{"a": 1, "p": "4.50000000"}, {"a": 2, "n": [1, {"x": "},{"}]}, 3, "s"]
     assert array.texts == ['{"a":1, "p":"4.50000000"}', '{"a":2,"n":[1,{"x":"},{"}]}', "3", '"s"']
     assert split_json_array("[]") == [] and split_json_array('{"code":-1121}') is None
+    for text, texts in (('[{"a":1,"p":"2.5"},{"a":2,"p":"3.5"}]', ['{"a":1,"p":"2.5"}', '{"a":2,"p":"3.5"}']),
+                        ('[{"a":"},{"}]', ['{"a":"},{"}']), ('[{"a":"}{"},{"b":1}]', ['{"a":"}{"}', '{"b":1}']),
+                        ('[{"a":{}},{"b":[1,2]}]', ['{"a":{}}', '{"b":[1,2]}'])):
+        assert split_json_array(text).texts == texts, text
     for bad in ('[{"a":1},]', '[{"a":1}', '[{"a":1}] x', '[1 2]'):
         with pytest.raises(ValueError):
             split_json_array(bad)
