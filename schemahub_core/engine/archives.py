@@ -125,6 +125,7 @@ class FileBackfill:
         self.after, self.parsed = after, threading.Event()
         self.keys = (cursor_key(stream.name, file.symbol), rows_key(stream.name, file.symbol),
                      last_ts_key(stream.name, file.symbol))
+        self.schema = raw_schema(stream)
 
     def run(self) -> FileStats:
         """Fetch then land (``fetch`` may have run already, in the background, while the previous file landed)."""
@@ -218,9 +219,10 @@ class FileBackfill:
         self.stats.rows = 0
         return ReadAhead(self._batches(path, skip))
 
-    def _batches(self, path: Path, skip: int) -> Iterator[pa.Table]:
+    def _batches(self, path: Path, skip: int) -> Iterator[_Block]:
         """The file's rows after the first ``skip``, cast to the raw schema, a table per block as it is read,
-        cut where a commit ends (every ``rows_per_commit`` rows), so that no table straddles two commits."""
+        cut where a commit ends (every ``rows_per_commit`` rows), so that no table straddles two commits; with
+        what the commit needs to know of them (computed here, in the reader thread)."""
         seen, room = 0, self.rows_per_commit
         for batch in self.connector.read_archive(self.file, path):
             n = batch.num_rows
@@ -232,12 +234,25 @@ class FileBackfill:
                 batch = batch.slice(skip - (seen - n))
             rows = self._cast(batch)
             while rows.num_rows >= room:
-                yield rows.slice(0, room)
+                yield self._block(rows.slice(0, room))
                 rows, room = rows.slice(room), self.rows_per_commit
             if rows.num_rows:
-                yield rows
+                yield self._block(rows)
                 room -= rows.num_rows
             self.on_progress(self.stats)
+
+    def _block(self, rows: pa.Table) -> _Block:
+        """``rows`` with their id range and newest event time."""
+        if rows.num_rows == 0:
+            return _Block(rows, None, None)
+        span = None
+        if self.stream.cursor_kind == CursorKind.ID:
+            ids = rows.column(self.stream.key[-1])
+            # a stream may keep its ids as text (Binance's trade id, as the seed's DDL), where the smallest
+            # string is not the smallest id once ids gain a digit
+            bounds = pc.min_max(ids if pa.types.is_integer(ids.type) else pc.cast(ids, pa.int64()))
+            span = (int(bounds["min"].as_py()), int(bounds["max"].as_py()))
+        return _Block(rows, span, pc.max(rows.column(self.stream.event_time)).as_py())
 
     def _cast(self, batch: pa.RecordBatch) -> pa.Table:
         names = set(batch.schema.names)
@@ -258,7 +273,7 @@ class FileBackfill:
         now = datetime.now(UTC)
         arrays += [pa.repeat(pa.scalar(self.connector.name, pa.string()), n),
                    pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n), payload]
-        return pa.Table.from_arrays(arrays, schema=raw_schema(self.stream))
+        return pa.Table.from_arrays(arrays, schema=self.schema)
 
     def _new_rows(self, chunk: pa.Table) -> pa.Table:
         """A replaced file's rows whose key is not in the table yet (key columns of the touched days only)."""
@@ -282,26 +297,25 @@ class FileBackfill:
         Each block is written into the commit's data files as it comes, while the reader parses the next; a
         replaced file's chunk is gathered first, to keep only the rows the table does not hold yet."""
         landed_rows = skip
-        plain = [f.name for f in raw_schema(self.stream) if f.name in (PAYLOAD, self.stream.key[-1])
+        plain = [f.name for f in self.schema if f.name in (PAYLOAD, self.stream.key[-1])
                  or not pa.types.is_string(f.type)]
         with contextlib.closing(batches):
             batch = next(batches, None)
             while True:
-                read, pending = _Rows(self), []
+                read, pending = _Rows(self.schema.field(self.stream.event_time)), []
                 writer = DataFileWriter(table, WRITE, plain)
                 try:
                     while batch is not None and read.count < self.rows_per_commit:
                         read.add(batch)
                         if replaced:
-                            pending.append(batch)
+                            pending.append(batch.rows)
                         else:
-                            writer.write(batch)
+                            writer.write(batch.rows)
                         batch = next(batches, None)  # look ahead: the file's last commit marks it done
                     landed = read
                     if replaced:
-                        rows = self._new_rows(pa.concat_tables(pending) if pending else
-                                              raw_schema(self.stream).empty_table())
-                        pending, landed = [], _Rows(self).add(rows)
+                        rows = self._new_rows(pa.concat_tables(pending) if pending else self.schema.empty_table())
+                        pending, landed = [], _Rows(read.field).add(self._block(rows))
                         writer.write(rows)
                     files = writer.close()
                 except BaseException:
@@ -383,36 +397,38 @@ class FileBackfill:
         return None
 
 
+@dataclass
+class _Block:
+    """Rows read from a file, with their id range (id-cursor streams) and newest event time."""
+
+    rows: pa.Table
+    span: tuple[int, int] | None
+    newest: datetime | None
+
+
 class _Rows:
     """What a commit needs to know of rows without holding them: how many, their id range (id-cursor streams),
     their event times (the coverage claim counts them and takes the newest)."""
 
-    def __init__(self, backfill: FileBackfill) -> None:
-        self.stream = backfill.stream
-        self.count, self.span, self._times = 0, None, []
-        self.newest: datetime | None = None
+    def __init__(self, field: pa.Field) -> None:
+        self.field, self.count, self.span, self.newest = field, 0, None, None
+        self._times: list[pa.Array] = []
 
-    def add(self, rows: pa.Table) -> _Rows:
-        if rows.num_rows == 0:
+    def add(self, block: _Block) -> _Rows:
+        if block.rows.num_rows == 0:
             return self
-        self.count += rows.num_rows
-        times = rows.column(self.stream.event_time)
-        self._times.append(times)
-        newest = pc.max(times).as_py()
-        self.newest = newest if self.newest is None or newest > self.newest else self.newest
-        if self.stream.cursor_kind == CursorKind.ID:
-            ids = rows.column(self.stream.key[-1])
-            # a stream may keep its ids as text (Binance's trade id, as the seed's DDL), where the smallest
-            # string is not the smallest id once ids gain a digit
-            bounds = pc.min_max(ids if pa.types.is_integer(ids.type) else pc.cast(ids, pa.int64()))
-            lo, hi = int(bounds["min"].as_py()), int(bounds["max"].as_py())
-            self.span = (lo, hi) if self.span is None else (min(lo, self.span[0]), max(hi, self.span[1]))
+        self.count += block.rows.num_rows
+        self._times += block.rows.column(self.field.name).chunks
+        if block.newest is not None and (self.newest is None or block.newest > self.newest):
+            self.newest = block.newest
+        if block.span is not None:
+            lo, hi = block.span
+            self.span = block.span if self.span is None else (min(lo, self.span[0]), max(hi, self.span[1]))
         return self
 
     def times(self) -> pa.Table:
         """The event-time column of the rows (all ``claim_commit`` reads of them)."""
-        field = raw_schema(self.stream).field(self.stream.event_time)
-        return pa.table({field.name: pa.chunked_array([c for t in self._times for c in t.chunks], field.type)})
+        return pa.table({self.field.name: pa.chunked_array(self._times, self.field.type)})
 
 
 class ReadAhead:
@@ -426,7 +442,7 @@ class ReadAhead:
 
     AHEAD = 2
 
-    def __init__(self, batches: Iterator[pa.Table], on_end: Callable[[], None] | None = None) -> None:
+    def __init__(self, batches: Iterator[_Block], on_end: Callable[[], None] | None = None) -> None:
         self._ready: queue.Queue = queue.Queue(maxsize=self.AHEAD)
         self._stop, self._end, self._done = threading.Event(), object(), False
         self._on_end = on_end
@@ -434,7 +450,7 @@ class ReadAhead:
                                         daemon=True)
         self._thread.start()
 
-    def _work(self, batches: Iterator[pa.Table]) -> None:
+    def _work(self, batches: Iterator[_Block]) -> None:
         try:
             for batch in batches:
                 if not self._put(batch):
@@ -458,7 +474,7 @@ class ReadAhead:
     def __iter__(self) -> ReadAhead:
         return self
 
-    def __next__(self) -> pa.Table:
+    def __next__(self) -> _Block:
         if self._done:
             raise StopIteration
         item = self._ready.get()

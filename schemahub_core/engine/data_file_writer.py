@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.io.fileformat import FileFormatFactory
 from pyiceberg.io.pyarrow import (
@@ -30,14 +31,44 @@ from pyiceberg.io.pyarrow import (
     pyarrow_to_schema,
 )
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
-from pyiceberg.partitioning import PartitionKey
+from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.schema import sanitize_column_names
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.locations import load_location_provider
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform, YearTransform
 from pyiceberg.typedef import Record
 from pyiceberg.utils.properties import property_as_int
 
 from schemahub_core.engine.sink import _only_partition
+
+# transforms that keep order: if the smallest and the largest value fall in one partition, every value does
+MONOTONE = (IdentityTransform, YearTransform, MonthTransform, DayTransform, HourTransform)
+
+
+def one_partition(metadata: TableMetadata, batch: pa.Table) -> PartitionKey | None:
+    """``sink._only_partition`` without transforming every row when the spec's transforms keep order (a day
+    of a timestamp, as every engine table's): the bounds of each source column, transformed, decide."""
+    spec, schema = metadata.spec(), metadata.schema()
+    if spec.is_unpartitioned() or batch.num_rows == 0:
+        return None
+    if not all(isinstance(field.transform, MONOTONE) for field in spec.fields):
+        return _only_partition(metadata, batch)
+    values = []
+    for field in spec.fields:
+        name = schema.find_column_name(field.source_id)
+        if name is None or name not in batch.column_names:
+            return None
+        column = batch.column(name)
+        if column.null_count:
+            return None
+        bounds = pc.min_max(column)
+        ends = pa.chunked_array([pa.array([bounds["min"].as_py(), bounds["max"].as_py()], column.type)])
+        lo, hi = field.transform.pyarrow_transform(schema.find_field(field.source_id).field_type)(ends).to_pylist()
+        if lo != hi:
+            return None
+        values.append(PartitionFieldValue(field=field, value=lo))
+    return PartitionKey(field_values=values, partition_spec=spec, schema=schema)
 
 
 class _OpenFile:
@@ -85,7 +116,7 @@ class DataFileWriter:
         if spec.is_unpartitioned():
             self._append(None, table)
             return
-        key = _only_partition(self.metadata, table)
+        key = one_partition(self.metadata, table)
         if key is not None:
             self._append(key, table)
             return
