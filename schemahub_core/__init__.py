@@ -5,6 +5,7 @@ Plugin authors import everything they need from here::
     from schemahub_core import hookimpl, Connector, Stream, Column, CursorKind, Page
 """
 
+import schemahub_core.allocator  # noqa: F401  first: picks the allocator before anything loads pyarrow
 from schemahub_core.framework.archives import (
     ArchiveError,
     ArchiveFile,
