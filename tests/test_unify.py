@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pytest
 from scripted_support import NS, expected_rows, registry, restrict, settings_for, unified_rows
 
 from schemahub_core.apps.pipeline import run_pipeline
@@ -142,12 +141,13 @@ print(json.dumps({"peak_kib": peak, **{k: v for k, v in stats.as_dict().items() 
 """
 
 
-# Not in the default suite: alone it peaks at 394-452 MiB, but inside the whole suite it peaked at 487-495 MiB in
-# two of four clean-clone runs, over its 480 MiB bound; the bound is not reliable near unify's floor (issue 13)
-@pytest.mark.slow
 def test_unify_of_a_backlog_stays_under_its_memory_bound_and_is_exact(tmp_path) -> None:
-    """1M raw rows (3 % landed twice) over ten days; unifying them all in memory at once peaked at 575 MiB."""
-    trades, bound_mb = 1_000_000, 480
+    """1M raw rows (3 % landed twice) over ten days; unifying them all in memory at once peaked at 575 MiB.
+
+    The child starts at about 190 MiB (Python, Arrow, pyiceberg, the catalog) and unify at its smallest
+    parts peaks near 280 (docs/exactly-once.md): 320 MiB leaves unify's gauge about 100 MiB to work in.
+    """
+    trades, bound_mb = 1_000_000, 320
     settings = settings_for(tmp_path, {})
     land_backlog(open_catalog(settings), NS, trades, days=10, first_id=1_000)
     child = subprocess.run([sys.executable, "-c", BACKLOG_CHILD, str(tmp_path), str(bound_mb),

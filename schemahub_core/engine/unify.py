@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import json
-import resource
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -54,6 +53,7 @@ from pyiceberg.table.metadata import TableMetadata
 
 from schemahub_core.engine.faults import fault_point
 from schemahub_core.engine.ingest import RunStats, ensure_tables, quarantine
+from schemahub_core.engine.memory import MIB, MemoryGauge
 from schemahub_core.engine.raw import Rejected
 from schemahub_core.engine.sink import IcebergSink, Sink, retry_transient
 from schemahub_core.engine.state import INGEST_TS, source_key
@@ -64,13 +64,8 @@ from schemahub_core.framework.targets import Target
 
 MAX_REPLANS = 20
 DEFAULT_MEMORY_MB = 1024
-MIB = 1 << 20
-# Measured: beyond the buffers it is given, a unify run peaks about this much above its starting resident
-# memory (Arrow's hash tables for dedup and join, the Parquet reader's and writer's buffers, allocator slack).
-# 224 MiB left no margin: 1M rows at a 480 MiB bound peaked at 419-495 MiB from run to run (mimalloc's and
-# the thread pool's timing); at 288 the same runs peak at 394-452 MiB.
-RESERVE = 288 * MIB
-MIN_WORKING = 0  # a bound below what the process needs anyway: every record batch is its own part
+KEY_SHARE = 8  # the key cache may use an eighth of the room between the floor and the limit (raw files come in
+# day order, so a day is rarely needed again once the next has begun; 1M trades a day are 16-29 MiB of keys)
 Day = datetime | None  # a UTC day of the target's time column (None: rows without a time)
 
 
@@ -81,18 +76,6 @@ def first_per_key(batch: pa.Table, key: Sequence[str]) -> pa.Table:
     indexed = batch.select(list(key)).append_column("__row", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
     first = indexed.group_by(list(key), use_threads=False).aggregate([("__row", "min")]).column("__row_min")
     return batch.take(first.combine_chunks())
-
-
-def resident_bytes() -> int:
-    """This process's resident memory now (Linux), else its peak so far."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def new_files(raw: Table, consumed: str | None, to_snapshot_id: int) -> list[FileScanTask]:
@@ -196,14 +179,12 @@ def finish_rows(target: Target, rows: pa.Table, now: datetime) -> pa.Table:
 class _Writer:
     """Buffers mapped batches; each flush dedups them against known keys and stages the survivors (one part)."""
 
-    def __init__(self, sink: Sink, target: Target, working: int, now: datetime) -> None:
-        self.sink, self.target, self.now = sink, target, now
+    def __init__(self, sink: Sink, target: Target, gauge: MemoryGauge, now: datetime) -> None:
+        self.sink, self.target, self.now, self.gauge = sink, target, now, gauge
         self.key = list(target.key)
         self.key_schema = pa.schema([target.schema.field(k) for k in self.key])
         self.staging = all(hasattr(sink, m) for m in ("stage", "staged_keys", "publish_staged"))
-        # a flush holds the buffer about four times over (dedup, sort, partition split, encoding)
-        self.flush_bytes = working // 8
-        self.key_bytes = working // 4
+        self.key_bytes = max(0, gauge.limit - gauge.start) // KEY_SHARE
         self.known: OrderedDict[Day, pa.Table] = OrderedDict()
         self.staged: dict[Day, list[DataFile]] = {}
         self.buffer: list[pa.Table] = []
@@ -224,7 +205,7 @@ class _Writer:
         keys = pa.concat_tables([p.select(self.key).cast(self.key_schema) for p in parts])
         if self.staging:  # every cached key is in the target or a staged file, so it can be read back later
             used = sum(t.nbytes for t in self.known.values())
-            while self.known and used + keys.nbytes > self.key_bytes:
+            while self.known and (used + keys.nbytes > self.key_bytes or self.gauge.room() < keys.nbytes):
                 used -= self.known.popitem(last=False)[1].nbytes
         self.known[day] = keys
         return keys
@@ -232,16 +213,18 @@ class _Writer:
     def add(self, mapped: pa.Table) -> None:
         self.buffer.append(mapped)
         self.buffered += mapped.nbytes
-        if self.buffered >= self.flush_bytes:
+        if self.gauge.due(self.buffered + mapped.nbytes):  # one more batch like this one would not fit
             self.flush()
 
     def flush(self) -> None:
         """Dedup the buffer day by day and stage the new rows as data files: one part, invisible until commit."""
         if not self.buffer:
             return
+        self.gauge.before_flush(self.buffered)
         batch = pa.concat_tables(self.buffer)
         self.buffer, self.buffered = [], 0
         days = pc.floor_temporal(batch.column(self.target.time_column), unit="day")
+        rows = batch.slice(0, 0)
         for day in sorted(pc.unique(days).to_pylist(), key=lambda d: (d is not None, d)):
             mask = pc.is_null(days) if day is None else pc.equal(days, pa.scalar(day, days.type))
             rows = first_per_key(batch.filter(mask), self.key)
@@ -258,6 +241,8 @@ class _Writer:
             else:
                 self.parts.append(rows)
             self.known[day] = pa.concat_tables([known, rows.select(self.key).cast(self.key_schema)])
+        del batch, days, rows  # freed before the gauge hands memory back to the OS
+        self.gauge.after_flush()
         if self.staging:
             fault_point("unify.staged")
 
@@ -300,7 +285,7 @@ def plan_sources(catalog: Catalog, namespace: str, mappings: Sequence[Mapping], 
 
 
 def _attempt(catalog: Catalog, namespace: str, registry: Registry, target: Target, mappings: Sequence[Mapping],
-             sink: Sink, working: int, stats: RunStats) -> bool:
+             sink: Sink, gauge: MemoryGauge, stats: RunStats) -> bool:
     """One plan-read-stage-commit pass; False if another unify moved the progress first."""
     plan = plan_sources(catalog, namespace, mappings, sink.progress(target.name))
     expect, new_progress = plan.expect, plan.progress
@@ -308,7 +293,7 @@ def _attempt(catalog: Catalog, namespace: str, registry: Registry, target: Targe
     if not new_progress:
         return True  # nothing new: no snapshot
     now = datetime.now(UTC)
-    writer = _Writer(sink, target, working, now)
+    writer = _Writer(sink, target, gauge, now)
     for mapping, raw, task in plan.work:
         for batch in read_batches(raw, task, list(mapping.columns)):
             stats.fetched += batch.num_rows
@@ -354,9 +339,9 @@ def unify(
     sink = sink or IcebergSink(catalog, namespace)
     started = time.monotonic()
     stats = RunStats("unify", target_name)
-    working = max(MIN_WORKING, memory_mb * MIB - resident_bytes() - RESERVE)
+    gauge = MemoryGauge(memory_mb * MIB)
     for _ in range(MAX_REPLANS):
-        if _attempt(catalog, namespace, registry, target, mappings, sink, working, stats):
+        if _attempt(catalog, namespace, registry, target, mappings, sink, gauge, stats):
             break
     else:
         stats.error = f"gave up after {MAX_REPLANS} concurrent unify runs won the commit"
