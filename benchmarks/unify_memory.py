@@ -3,8 +3,9 @@
 Raw rows are landed straight into a raw table with the engine's own writer (``land_backlog``: a busy
 symbol's 1M trades per day, 3 % landed twice), then ONE child process unifies the whole backlog at
 default settings (``unify_memory_mb`` 1024) and reports its peak resident memory (``VmHWM``). Claims:
-peak RSS for 10M rows <= 1.5 GiB, and throughput (raw rows read per second) for 10M at least 0.5x that
-for 1M, so a bigger backlog costs time in proportion, not a collapse.
+peak RSS for 10M rows <= 1.5 GiB (the issue's limit) and <= the default bound itself, and throughput (raw
+rows read per second) for 10M at least 0.5x that for 1M, so a bigger backlog costs time in proportion, not
+a collapse. CPU seconds are reported beside wall time: the machine is shared.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from schemahub_core.engine.catalog import open_catalog
+from schemahub_core.engine.unify import DEFAULT_MEMORY_MB, unify
 from schemahub_core.framework.config import Settings, default_catalog
 from schemahub_core.testing.scripted import land_backlog, scripted_registry
 
@@ -31,16 +33,14 @@ def _settings(home: Path) -> Settings:
 
 def child(home: Path) -> None:
     """Unify everything at default settings; print stats, seconds and peak RSS as JSON."""
-    from schemahub_core.engine.unify import unify
-
     registry = scripted_registry()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     stats = unify(open_catalog(_settings(home)), "schemahub", registry, "trades_unified",
                   [m for _, m in registry.mappings])
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     with open("/proc/self/status") as status:
         peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    print(json.dumps({"seconds": seconds, "peak_mib": peak_kib / 1024, "fetched": stats.fetched,
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_mib": peak_kib / 1024, "fetched": stats.fetched,
                       "unified": stats.unified, "error": stats.error}))
 
 
@@ -65,6 +65,8 @@ def run(quick: bool, workdir: Path) -> list[Result]:
     return [
         Result("unify_memory", f"peak RSS unifying {large:,} new raw rows (default bound) vs 1.5 GiB",
                ten["peak_mib"], LIMIT_MIB, "MiB", 1.0, details=details),
+        Result("unify_memory", f"peak RSS unifying {large:,} new raw rows vs the default bound itself",
+               ten["peak_mib"], DEFAULT_MEMORY_MB, "MiB", 1.0, details=details),
         Result("unify_memory", f"unify throughput at {large:,} vs {small:,} new raw rows",
                ten["rows_per_s"], one["rows_per_s"], "rows/s", 0.5, goal="min", details=details),
     ]

@@ -19,12 +19,13 @@ least-recently used, so memory holds a few days of key columns whatever the back
 raw files are read in day order so each day is loaded once.
 
 ``memory_mb`` bounds the unify process's peak resident memory (default
-``DEFAULT_MEMORY_MB``, setting ``unify_memory_mb``, option ``--memory-mb``): what the
-process already uses when the run starts and a measured reserve for Arrow's and
-Parquet's own working memory (``RESERVE``) are subtracted; an eighth of the rest is the
-buffer of mapped rows (a flush holds it about four times over), a quarter the key cache.
-A bound below what the process needs anyway (about 450 MiB) cannot be met: the run then
-works in the smallest parts, slower but just as exact.
+``DEFAULT_MEMORY_MB``, setting ``unify_memory_mb``, option ``--memory-mb``), held by
+measurement (``engine/memory.py``): the buffer is flushed when one more batch would bring
+resident memory plus what the worst flush so far cost per buffered byte past the bound
+less a margin; the key cache takes an eighth of the room and gives days up when the room
+is gone. The process's floor (Python, Arrow, pyiceberg, the catalog) is about 190 MiB and
+unify at its smallest parts peaks near 280: a bound below that cannot be met, and the
+run then stages every record batch as it comes, slower but just as exact.
 ``ingest_ts`` is the run's time (also in the summary as ``schemahub.ingest-ts``). With
 no new raw snapshot there is no commit at all.
 """
