@@ -314,6 +314,8 @@ def test_csv_batches_type_columns_keep_each_line_and_skip_headers_and_blank_line
     assert rows.column("id").to_pylist() == list(range(1, 2001))
     assert rows.column("price").to_pylist() == [float(line.split(",")[1]) for line in lines]
     assert rows.column("flag").to_pylist() == [line.endswith("True") for line in lines]
+    text_ids = pa.Table.from_batches(list(csv_batches(path, path.name, ["id", "price", "flag"], block_size=4096)))
+    assert text_ids.column("id").to_pylist() == [str(i) for i in range(1, 2001)]  # no block's bytes reused
     bad = tmp_path / "X-trades-2024-02-08.zip"
     with zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("X-trades-2024-02-08.csv", "1,0.5,True\n2,0.5,yes\n")

@@ -40,6 +40,9 @@ except ImportError:  # pragma: no cover - without it, zlib
 
 PAYLOAD = "_raw_payload"
 BLOCK_SIZE = 8 << 20  # bytes of CSV per record batch: ~100k trade rows, a few tens of MB of Arrow memory
+# Bytes inflated at a time. Pieces this small are memory the allocator hands out again and again; an inflated
+# 8 MB piece was a fresh mapping each time, and its page faults were a sixth of reading a file.
+PIECE = 1 << 20
 
 
 class ArchiveError(RuntimeError):
@@ -230,6 +233,7 @@ def csv_batches(path: Path, name: str, columns: Sequence[str], *, types: Mapping
     """
     archive, member = zip_member(path, name)
     archive.close()  # the central directory told where the member is; its bytes are read directly
+    newlines = _Scratch()
     kinds = {c: (types or {}).get(c, pa.string()) for c in columns}
     convert = pacsv.ConvertOptions(column_types=kinds, strings_can_be_null=False, true_values=["True", "true"],
                                    false_values=["False", "false"])
@@ -237,7 +241,8 @@ def csv_batches(path: Path, name: str, columns: Sequence[str], *, types: Mapping
     try:
         with open(path, "rb") as raw:
             first = True
-            for block in _line_blocks(_inflated(raw, member, name, block_size or BLOCK_SIZE)):
+            size = block_size or BLOCK_SIZE
+            for block in _line_blocks(_inflated(raw, member, name, size), size):
                 if first:
                     first = False
                     if header is None:
@@ -245,7 +250,7 @@ def csv_batches(path: Path, name: str, columns: Sequence[str], *, types: Mapping
                         header = bool(lead) and not lead.replace(b".", b"", 1).isdigit()
                     if header:  # drop the first line
                         block = block[int(np.argmax(np.frombuffer(block, np.uint8) == 10)) + 1:]
-                lines = _lines(block)
+                lines = _lines(block, newlines)
                 if len(lines) == 0:
                     continue
                 table = pacsv.read_csv(pa.py_buffer(block), read_options=pacsv.ReadOptions(
@@ -262,9 +267,9 @@ def csv_batches(path: Path, name: str, columns: Sequence[str], *, types: Mapping
 
 
 def _inflated(raw: BinaryIO, member: zipfile.ZipInfo, name: str, size: int) -> Iterator[bytes]:
-    """The bytes of zip ``member`` in pieces of about ``size``, inflated by ISA-L when installed (the same
-    bytes as zlib's, in 40 % of its time: inflating is half of reading a CSV zip), its CRC-32 checked at the
-    end as ``zipfile`` does."""
+    """The bytes of zip ``member`` in pieces of at most ``size`` (and ``PIECE``), inflated by ISA-L when
+    installed (the same bytes as zlib's, in 40 % of its time: inflating is half of reading a CSV zip), its
+    CRC-32 checked at the end as ``zipfile`` does."""
     raw.seek(member.header_offset)
     local = raw.read(30)
     if len(local) < 30 or local[:4] != b"PK\x03\x04":
@@ -277,16 +282,19 @@ def _inflated(raw: BinaryIO, member: zipfile.ZipInfo, name: str, size: int) -> I
     name_length, extra_length = struct.unpack("<HH", local[26:30])
     raw.seek(member.header_offset + 30 + name_length + extra_length)
     inflater = _zlib.decompressobj(-15) if member.compress_type == zipfile.ZIP_DEFLATED else None
-    left, crc, step = member.compress_size, 0, max(1, size // 4 if inflater else size)  # text deflates ~4:1
+    limit = max(1, min(size, PIECE))
+    left, crc, step = member.compress_size, 0, max(1, limit // 4) if inflater else limit  # text deflates ~4:1
     while left > 0:
         piece = raw.read(min(step, left))
         if not piece:
             raise ArchiveError(f"{name}: {member.filename} is cut off ({left} compressed bytes missing)")
         left -= len(piece)
-        out = inflater.decompress(piece) if inflater is not None else piece
-        if out:
-            crc = _zlib.crc32(out, crc)
-            yield out
+        while piece:
+            out = inflater.decompress(piece, limit) if inflater is not None else piece
+            piece = inflater.unconsumed_tail if inflater is not None else b""
+            if out:
+                crc = _zlib.crc32(out, crc)
+                yield out
     if inflater is not None:
         out = inflater.flush()
         if out:
@@ -298,26 +306,68 @@ def _inflated(raw: BinaryIO, member: zipfile.ZipInfo, name: str, size: int) -> I
         raise ArchiveError(f"{name}: {member.filename}: bad CRC-32 (the zip is corrupt)")
 
 
-def _line_blocks(pieces: Iterator[bytes]) -> Iterator[memoryview]:
-    """``pieces`` rejoined into blocks that each end at a line end (the last one given one)."""
-    rest = b""
+def _line_blocks(pieces: Iterator[bytes], size: int) -> Iterator[memoryview]:
+    """``pieces`` gathered into blocks of about ``size`` bytes that each end at a line end (the last one given
+    one), in one buffer used again for every block: a block is valid until the next one is asked for (the CSV
+    reader and ``_lines`` copy what they keep)."""
+    buffer = np.empty(size + PIECE, np.uint8)
+    fill = 0
     for piece in pieces:
-        data = rest + piece if rest else piece
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:  # no line end in this much: read on
-            rest = data
+        if fill + len(piece) > len(buffer):  # a line longer than a block: a bigger buffer
+            grown = np.empty(2 * (fill + len(piece)), np.uint8)
+            grown[:fill] = buffer[:fill]
+            buffer = grown
+        buffer[fill:fill + len(piece)] = np.frombuffer(piece, np.uint8)
+        fill += len(piece)
+        if fill < size:
             continue
-        rest = data[cut:]
-        yield memoryview(data)[:cut]
-    if rest:
-        yield memoryview(rest if rest.endswith(b"\n") else rest + b"\n")
+        cut = _last_line_end(buffer, fill)
+        if cut == 0:  # no line end in this much: read on
+            continue
+        yield memoryview(buffer)[:cut]
+        rest = fill - cut
+        buffer[:rest] = buffer[cut:fill].copy()
+        fill = rest
+    if fill:
+        if buffer[fill - 1] != 10:
+            if fill == len(buffer):
+                buffer = np.concatenate([buffer, np.zeros(1, np.uint8)])
+            buffer[fill] = 10
+            fill += 1
+        yield memoryview(buffer)[:fill]
 
 
-def _lines(block: memoryview) -> pa.StringArray:
+def _last_line_end(buffer: np.ndarray, fill: int) -> int:
+    """One past the last newline in ``buffer[:fill]`` (0: none); lines are short, so the tail is looked at first."""
+    start = max(0, fill - (64 << 10))
+    while True:
+        ends = np.flatnonzero(buffer[start:fill] == 10)
+        if len(ends):
+            return start + int(ends[-1]) + 1
+        if start == 0:
+            return 0
+        fill, start = start, max(0, start - (1 << 20))
+
+
+class _Scratch:
+    """A reusable byte mask for finding newlines (a fresh 8 MB mask per block costs its page faults)."""
+
+    def __init__(self) -> None:
+        self.mask = np.empty(0, np.bool_)
+
+    def newlines(self, data: np.ndarray) -> np.ndarray:
+        if len(self.mask) < len(data):
+            self.mask = np.empty(len(data), np.bool_)
+        mask = self.mask[:len(data)]
+        np.equal(data, 10, out=mask)
+        return np.flatnonzero(mask)
+
+
+def _lines(block: memoryview, scratch: _Scratch | None = None) -> pa.StringArray:
     """The lines of ``block`` (which ends with a newline) without their ``\\n`` or ``\\r\\n``: the newlines are
     found by numpy over the bytes and the line bytes copied once, in C."""
     data = np.frombuffer(block, np.uint8)
-    ends = np.flatnonzero(data == 10)
+    ends = (scratch or _Scratch()).newlines(data)
     offsets = np.empty(len(ends) + 1, np.int32)
     offsets[0] = 0
     offsets[1:] = ends + 1
