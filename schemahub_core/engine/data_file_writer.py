@@ -106,6 +106,7 @@ class DataFileWriter:
         self.uuid, self.counter = uuid.uuid4(), itertools.count(0)
         self.open: dict[tuple, _OpenFile] = {}
         self.done: list[DataFile] = []
+        self._projections: dict[pa.Schema, pa.Schema] = {}
 
     def write(self, batch: pa.Table | pa.RecordBatch) -> None:
         """Append ``batch`` (the table's columns) to its partition's open file: one row group per batch."""
@@ -129,13 +130,7 @@ class DataFileWriter:
         if current is not None and current.arrow_bytes >= self.target_bytes:
             self.done.append(self._finish(self.open.pop(slot)))
             current = None
-        task_schema = pyarrow_to_schema(table.schema, name_mapping=self.metadata.schema().name_mapping,
-                                        format_version=self.metadata.format_version)
-        model = FileFormatFactory.get(FileFormat.PARQUET)  # the registered Parquet model: field ids per column
-        batches = [_to_requested_schema(requested_schema=self.file_schema, file_schema=task_schema, batch=b,
-                                        downcast_ns_timestamp_to_us=False, include_field_ids=True,
-                                        format_model=model) for b in table.to_batches()]
-        data = pa.Table.from_batches(batches)
+        data = self._project(table)
         if current is None:
             name = f"00000-{next(self.counter)}-{self.uuid}.parquet"
             path = self.locations.new_data_location(data_file_name=name, partition_key=key)
@@ -150,6 +145,24 @@ class DataFileWriter:
             current = self.open[slot] = _OpenFile(path, output, writer, key)
         current.writer.write_table(data, row_group_size=self.row_group_size)
         current.arrow_bytes += data.nbytes
+
+    def _project(self, table: pa.Table) -> pa.Table:
+        """``table`` in the file schema (field ids on every column), as pyiceberg's writer projects a batch; for
+        a schema seen before whose projection changed no type and checked no required column, only the schema is
+        swapped (no visitor)."""
+        target = self._projections.get(table.schema)
+        if target is not None:
+            return pa.Table.from_arrays(table.columns, schema=target)
+        task_schema = pyarrow_to_schema(table.schema, name_mapping=self.metadata.schema().name_mapping,
+                                        format_version=self.metadata.format_version)
+        model = FileFormatFactory.get(FileFormat.PARQUET)  # the registered Parquet model: field ids per column
+        batches = [_to_requested_schema(requested_schema=self.file_schema, file_schema=task_schema, batch=b,
+                                        downcast_ns_timestamp_to_us=False, include_field_ids=True,
+                                        format_model=model) for b in table.to_batches()]
+        data = pa.Table.from_batches(batches) if batches else table
+        if data.schema.types == table.schema.types and all(f.nullable for f in data.schema):  # nothing to check
+            self._projections[table.schema] = data.schema
+        return data
 
     def _finish(self, file: _OpenFile) -> DataFile:
         with file.output:
