@@ -15,10 +15,13 @@ sandbox on 127.0.0.1: download, sha256, streaming CSV parse, casts, Iceberg comm
   Both are upper bounds for REST: they assume every request returns a full page at once.
 
 The sandbox builds (simulates) every file before the clock starts: generating the market is not landing.
+CPU seconds are recorded beside wall time for both (the machine is shared: on two busy cores the wall ratio
+moves with the load, the CPU ratio much less).
 """
 
 from __future__ import annotations
 
+import os
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -84,6 +87,7 @@ def simulate(start: datetime, names: list[str], workdir: Path) -> list[Path]:
 def measure(stream: str, days: int, workdir: Path) -> dict:
     """Build ``days`` daily files of ``stream``, then time the floor and the backfill over the same bytes."""
     workdir.mkdir(parents=True)
+    load = [round(x, 2) for x in os.getloadavg()]
     until = FIRST_DAY + timedelta(days=days)
     config = SandboxConfig.fast()
     config.start = until + timedelta(days=1)  # every day of the window is over, hence archived
@@ -100,22 +104,23 @@ def measure(stream: str, days: int, workdir: Path) -> dict:
         for path in zips:  # the sandbox serves exactly these bytes
             sandbox.venues["binance"].archives.publish(path.name, path.read_bytes())
 
-        floors = []
+        floors, floor_cpu = [], []
 
         def timed_floor() -> int:
             out = workdir / f"floor-{len(floors)}"
             out.mkdir()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             rows = floor(zips, out, COLUMNS[stream])
             floors.append(time.perf_counter() - started)
+            floor_cpu.append(time.process_time() - cpu)
             return rows
 
         floor_rows = timed_floor()
         wh = fresh_warehouse(workdir / "wh")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         stats = backfill(wh.catalog, wh.namespace, wh.registry, "binance", stream=stream, since=FIRST_DAY,
                          until=until, symbols=["BTC-USDT"], options=sandbox.connector_options("binance"))
-        engine_s = time.perf_counter() - started
+        engine_s, engine_cpu = time.perf_counter() - started, time.process_time() - cpu
         timed_floor()
         floor_s = sum(floors) / len(floors)
     failed = [s.error for s in stats if s.error]
@@ -127,6 +132,9 @@ def measure(stream: str, days: int, workdir: Path) -> dict:
     return {"stream": stream, "days": days, "files": len(zips), "rows": floor_rows,
             "archive_bytes": sum(p.stat().st_size for p in zips), "engine_s": round(engine_s, 3),
             "floor_s": round(floor_s, 3), "floor_runs_s": [round(f, 3) for f in floors], "simulate_s": round(built, 1),
+            # CPU seconds of this process (all threads; the in-process sandbox's serving is in the engine's, ~1 %)
+            "engine_cpu_s": round(engine_cpu, 3), "floor_runs_cpu_s": [round(c, 3) for c in floor_cpu],
+            "load_average_at_start": load, "cpu_ratio": round(sum(floor_cpu) / len(floor_cpu) / engine_cpu, 3),
             "engine_rows_per_s": round(floor_rows / engine_s), "floor_rows_per_s": round(floor_rows / floor_s),
             "rest_rows_per_s_at_real_limit": rest_rows_per_s(stream), "commits": sum(s.commits for s in stats),
             "rest_computation": f"{WEIGHT_PER_MINUTE} weight/min / {REST[stream][1]} per {PAGE_ROWS}-row "
