@@ -64,7 +64,7 @@ class Prefetched(Generic[T]):
                 if not self._put(item):
                     return
             self._put(_END)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+        except BaseException as exc:  # handed to the consumer, raised there
             self._put(_Failed(exc))
         finally:
             close = getattr(self._items, "close", None)
@@ -94,5 +94,8 @@ class Prefetched(Generic[T]):
     def __enter__(self) -> Prefetched[T]:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self._stop.set()  # Ctrl-C, exit: the process is going; a request or retry backoff need not finish
+            return
         self.close()
