@@ -216,7 +216,8 @@ def cast_page(
     if not keep_payload:
         payload = pa.nulls(n, pa.string())
     elif payloads is not None:
-        payload = pa.array([payloads[i] for i in keep], pa.string())
+        whole = not rejects and len(payloads) == n  # every record's text, in order: no copy of the list
+        payload = pa.array(payloads if whole else [payloads[i] for i in keep], pa.string())
     else:
         payload = pa.array([_payload(r) for r in kept], pa.string())
     arrays += [
