@@ -44,7 +44,7 @@ from schemahub_core.engine.coverage import PER_SYMBOL, Span, claim_commit, micro
 from schemahub_core.engine.data_file_writer import DataFileWriter
 from schemahub_core.engine.ingest import ensure_tables
 from schemahub_core.engine.raw import _cast_column
-from schemahub_core.engine.sink import PROGRESS_PREFIX, Commit, IcebergSink, append_files, progress_of, retry_transient
+from schemahub_core.engine.sink import PROGRESS_PREFIX, Commit, IcebergSink, progress_of, retry_transient
 from schemahub_core.engine.state import cursor_key, decode_cursor, encode_cursor, last_ts_key, rows_key
 from schemahub_core.engine.tables import WATERMARKS, WATERMARKS_SCHEMA, TableDef, raw_schema, raw_table_name
 from schemahub_core.framework.archives import PAYLOAD, ArchiveError, ArchiveFile, sha256_of
@@ -375,15 +375,14 @@ class FileBackfill:
                 cursor = self._continued_cursor(landed.span, decode_cursor(committed.get(ckey)))
                 if cursor is not None:
                     progress[ckey] = encode_cursor(cursor)
-        append = append_files(files)
         if done:
             claim = Span(micros(self.file.start), micros(self.file.end))
             planned = claim_commit(table, self.stream.name, self.file.symbol, self.stream.event_time, claim, None,
                                    landed.times(), extra=progress)
             if planned is not None:
-                return replace(planned[0], append=append)
+                return replace(planned[0], files=files)
         return Commit(None, {**{k: v for k, v in committed.items() if not k.startswith(PER_SYMBOL)}, **progress},
-                      append=append)
+                      files=files)
 
     def _continued_cursor(self, bounds: tuple[int, int] | None, cursor: object) -> int | None:
         """The id cursor after rows of ids ``bounds`` if they continue the committed one (or there is none)."""

@@ -49,6 +49,7 @@ from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
+from pyiceberg.table.update import AssertTableUUID, RemoveSnapshotsUpdate
 
 from schemahub_core.engine.coverage import index_snapshots
 from schemahub_core.engine.faults import fault_point
@@ -132,11 +133,13 @@ def trim(catalog: Catalog, namespace: str, name: str, retain: int = RETAIN_SNAPS
     others = [catalog.load_table(i) for i in catalog.list_tables(namespace) if i[-1] != name]
     keep = needed_snapshots(table, source_references(others).get(name, set()))
     keep |= {s.snapshot_id for s in snapshots[-retain:]}
+    keep |= {ref.snapshot_id for ref in table.metadata.refs.values()}  # branch and tag heads, as pyiceberg keeps
     doomed = [s.snapshot_id for s in snapshots if s.snapshot_id not in keep]
     if not doomed:
         return 0
-    try:
-        table.maintenance.expire_snapshots().by_ids(doomed).commit()
+    try:  # what ``expire_snapshots().by_ids(doomed).commit()`` commits, without its metadata copy per id
+        table._do_commit(updates=(RemoveSnapshotsUpdate(snapshot_ids=doomed),),  # noqa: SLF001
+                         requirements=(AssertTableUUID(uuid=table.metadata.table_uuid),))
     except (CommitFailedException, CommitStateUnknownException):
         return 0
     return len(doomed)

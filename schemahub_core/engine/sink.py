@@ -46,10 +46,11 @@ from pyiceberg.io.pyarrow import (
 )
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
-from pyiceberg.table import Table, TableProperties, Transaction, WriteTask
+from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import ancestors_of
 
+from schemahub_core.engine.append_snapshot import stage_append
 from schemahub_core.engine.faults import fault_point
 
 PROGRESS_PREFIX = "schemahub."
@@ -195,7 +196,7 @@ class Commit:
     batch: pa.Table | None
     summary: Mapping[str, str]
     properties: Callable[[int], dict[str, str]] | None = None  # from the staged snapshot id
-    append: Callable[[Transaction, dict[str, str]], None] | None = None  # stages it; default: append ``batch``
+    files: list[DataFile] | None = None  # data files written ahead (``stage``); default: write ``batch``
 
 
 def data_files(metadata: TableMetadata, batch: pa.Table, io: FileIO) -> list[DataFile]:
@@ -237,25 +238,12 @@ def _only_partition(metadata: TableMetadata, batch: pa.Table) -> PartitionKey | 
     return PartitionKey(field_values=values, partition_spec=spec, schema=schema)
 
 
-def append_files(files: list[DataFile]) -> Callable[[Transaction, dict[str, str]], None]:
-    """A ``Commit.append`` adding data files written ahead (``stage``) in one fast append."""
-
-    def append(tx: Transaction, props: dict[str, str]) -> None:
-        with tx.update_snapshot(snapshot_properties=props).fast_append() as fast:
-            for data_file in files:
-                fast.append_data_file(data_file)
-
-    return append
-
-
-def append_batch(tx: Transaction, table: Table, batch: pa.Table, props: dict[str, str]) -> None:
-    """``tx.append(batch)`` with the engine's writer: a batch in one partition (an ingest commit of a day, the
-    common case) is written without pyiceberg's per-partition filter and copy (``data_files``)."""
-    metadata = tx.table_metadata
+def batch_files(metadata: TableMetadata, batch: pa.Table, io: FileIO) -> list[DataFile]:
+    """``batch`` as data files of the table, after pyiceberg's schema check (what ``tx.append`` writes; a batch in
+    one partition, an ingest commit of a day, skips pyiceberg's per-partition filter and copy: ``data_files``)."""
     _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=batch.schema,
                                      format_version=metadata.format_version)
-    files = data_files(metadata, batch, table.io) if batch.num_rows else []
-    append_files(files)(tx, props)
+    return data_files(metadata, batch, io) if batch.num_rows else []
 
 
 class IcebergSink:
@@ -279,8 +267,7 @@ class IcebergSink:
         expect: Mapping[str, str | None] | None = None,
         stage: str = "unify",
     ) -> int | None:
-        return self._commit(target, lambda tx, props: tx.append(batch, snapshot_properties=props),
-                            progress, expect, stage)
+        return self._commit(target, batch, None, progress, expect, stage)
 
     def stage(self, target: str, batch: pa.Table, write: Mapping[str, str] | None = None) -> list[DataFile]:
         if batch.num_rows == 0:
@@ -307,24 +294,25 @@ class IcebergSink:
         expect: Mapping[str, str | None] | None = None,
         stage: str = "unify",
     ) -> int | None:
-        return self._commit(target, append_files(files), progress, expect, stage)
+        return self._commit(target, None, files, progress, expect, stage)
 
     def _commit(
         self,
         target: str,
-        append: Callable[[Transaction, dict[str, str]], None],
+        batch: pa.Table | None,
+        files: list[DataFile] | None,
         progress: Mapping[str, str],
         expect: Mapping[str, str | None] | None,
         stage: str,
     ) -> int | None:
-        """The conditional commit loop of the module doc; ``append`` stages the snapshot in a transaction."""
+        """The conditional commit loop of the module doc, appending ``batch`` or the staged ``files``."""
         expect = dict(expect or {})
 
         def plan(table: Table) -> Commit | None:
             current = progress_of(table)
             if any(current.get(k) != v for k, v in expect.items()):
                 return None  # another writer moved the progress this batch started from
-            return Commit(None, {**current, **progress}, append=append)
+            return Commit(batch, {**current, **progress}, files=files)
 
         return self.publish_planned(target, plan, stage)
 
@@ -343,17 +331,13 @@ class IcebergSink:
                 commit = plan(table)
                 if commit is None:
                     return None
-                tx = table.transaction()
-                if commit.append is not None:
-                    commit.append(tx, dict(commit.summary))
-                else:
-                    append_batch(tx, table, commit.batch, dict(commit.summary))
-                staged = tx.table_metadata.current_snapshot()
-                snapshot_id = staged.snapshot_id if staged else None
-                if commit.properties is not None and snapshot_id is not None:
-                    tx.set_properties(commit.properties(snapshot_id))
+                files = commit.files if commit.files is not None else (
+                    batch_files(table.metadata, commit.batch, table.io) if commit.batch is not None else [])
+                snapshot_id = table.metadata.new_snapshot_id()
+                staged = stage_append(table, files, commit.summary, snapshot_id=snapshot_id,
+                                      properties=commit.properties(snapshot_id) if commit.properties else None)
                 fault_point(f"{stage}.before-commit")
-                tx.commit_transaction()
+                staged.commit()
                 fault_point(f"{stage}.after-commit")
                 return snapshot_id
             except Exception as exc:
