@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from scripted_support import NS, registry, settings_for
+from scripted_support import NS, expected_rows, registry, restrict, settings_for, unified_rows
 
 from schemahub_core.apps.pipeline import run_ingest
 from schemahub_core.engine.catalog import open_catalog
 from schemahub_core.engine.tables import METADATA_VERSIONS_MAX
+from schemahub_core.engine.unify import unify
 
 
 def _metadata(settings) -> tuple[int, int, dict]:
@@ -65,3 +66,30 @@ def test_one_commit_summary_grows_with_what_it_covers_not_with_the_symbols_the_t
     assert not any(symbols[0] in k for k in snapshots[-1].summary.additional_properties)
     assert last <= first * 1.1, (first, last)  # the totals' digits may grow a little, the symbols do not
     assert sum(k.startswith("schemahub.index.trades.") for k in table.properties) == 50
+
+
+def test_merged_manifests_keep_unify_incremental_and_exact(tmp_path) -> None:
+    """Past ``commit.manifest.min-count-to-merge`` (100) live manifests an engine commit merges them: the manifest
+    list stops growing with history, and unify still reads exactly the files appended since it last ran."""
+    def land(trades: int):
+        settings = settings_for(tmp_path, {"scripted": {"trades": trades, "page_size": 1}})
+        (stats,) = run_ingest(settings, registry(), ["scripted"], symbols=["BTC-USD"], commit_rows=1)
+        assert stats.error is None
+        return settings, open_catalog(settings)
+
+    reg = registry()
+    mappings = [m for _, m in reg.mappings]
+    settings, catalog = land(60)
+    assert unify(catalog, NS, reg, "trades_unified", mappings).unified == 60
+    old_files = set(catalog.load_table((NS, "raw_scripted_trades")).inspect.files().column("file_path").to_pylist())
+    settings, catalog = land(150)
+    raw = catalog.load_table((NS, "raw_scripted_trades"))
+    manifests = raw.current_snapshot().manifests(raw.io)
+    assert len(manifests) < 100 and any(m.existing_files_count for m in manifests)  # merged, not 150 manifests
+    new_files = set(raw.inspect.files().column("file_path").to_pylist()) - old_files
+    assert len(new_files) == 90 and raw.scan().to_arrow().num_rows == 150
+    second = unify(catalog, NS, reg, "trades_unified", mappings)
+    assert set(second.scanned_files) == new_files  # incremental: none of the first run's files, none missed
+    assert (second.fetched, second.unified, second.deduplicated) == (90, 90, 0)
+    want = restrict(expected_rows({"scripted": {"trades": 150}}), 0, "SCRIPTED")
+    assert unified_rows(settings) == restrict(want, 1, "BTC-USD")
