@@ -286,6 +286,25 @@ def test_sigkill_at_any_commit_of_a_backfill_leaves_the_table_exact(sandbox, tmp
         assert record["done"] and record["rows"] == len(expected)
 
 
+def test_two_backfills_racing_over_the_same_files_land_each_row_once(sandbox, tmp_path):
+    """Two runs over the same two days, 2,000 rows a commit: each commit is conditional on the file's progress,
+    so the run that finds it moved reads on from the other's row; together they land the truth once."""
+    expected = [t.id for t in truth(sandbox, D7, D9)]
+    home = tmp_path / "home"
+    land(sandbox, home, D7, D7)  # the tables, before the race
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: land(sandbox, home, D7, D9, rows_per_commit=2000), range(2)))
+    rows = raw(home)
+    assert sorted(rows.column("a").to_pylist()) == expected  # nothing lost, nothing doubled
+    assert sum(s.landed for run in runs for s in run) == len(expected)
+    assert all(s.error is None and s.status in ("landed", "skipped") for run in runs for s in run), runs
+    table = open_catalog(settings(home)).load_table((NS, "raw_binance_agg_trades"))
+    summary = table.current_snapshot().summary.additional_properties
+    for name in ("ETHUSDT-aggTrades-2024-02-07.zip", "ETHUSDT-aggTrades-2024-02-08.zip"):
+        record = json.loads(summary[archive_key("agg_trades", "ETH-USDT", name)])
+        assert record["done"] and record["rows"] > 10_000
+
+
 def test_a_venue_without_archives_or_an_unknown_one_is_refused_before_any_write(tmp_path):
     catalog = open_catalog(settings(tmp_path / "home"))
     with pytest.raises(ValueError, match="coinbase has no bulk archives"):

@@ -123,6 +123,7 @@ class FileBackfill:
         # one file is parsed at a time, in order: the previous file's reading ends before this one's starts, so
         # the next file's first blocks are parsed while this one's last are written, not while its first are
         self.after, self.parsed = after, threading.Event()
+        self._table: Table | None = None
         self.keys = (cursor_key(stream.name, file.symbol), rows_key(stream.name, file.symbol),
                      last_ts_key(stream.name, file.symbol))
         self.schema = raw_schema(stream)
@@ -136,7 +137,8 @@ class FileBackfill:
         self._started = time.monotonic()
         try:
             expected = self.connector.archive_checksum(self.file)
-            recorded = _Done.parse(self.sink.progress(self.table).get(self.key))
+            self._table = self._load()  # kept for the first look of ``land``: the progress of this file only
+            recorded = _Done.parse(progress_of(self._table).get(self.key))
             if recorded is not None and recorded.done and expected is not None and recorded.sha256 == expected:
                 self.stats.status, self.stats.sha256 = "skipped", expected
                 self.parsed.set()
@@ -194,7 +196,7 @@ class FileBackfill:
     def _land(self, path: Path, sha: str) -> None:
         """Stream the verified file into the table; restart from the committed progress if a writer interferes."""
         while True:
-            table = self._load()
+            table, self._table = self._table or self._load(), None  # a retry (progress moved) looks afresh
             recorded = _Done.parse(progress_of(table).get(self.key))
             if recorded is not None and recorded.sha256 == sha and recorded.done:
                 self.stats.status = "skipped" if not self.stats.commits else self.stats.status
