@@ -85,6 +85,14 @@ class MemoryGauge:
         """Flush now: what flushing ``buffered`` bytes costs would no longer fit under the limit."""
         return buffered > 0 and self.growth * max(buffered, MIN_PART) > self.room()
 
+    def rows_per_part(self, nbytes: int, rows: int) -> int:
+        """How many of a batch's ``rows`` (``nbytes``) one part may hold: all, unless flushing it alone would not fit.
+
+        Near the floor a record batch of the raw file is split, down to ``MIN_PART`` of mapped rows a part.
+        """
+        fit = max(self.room() / self.growth, MIN_PART)
+        return rows if nbytes <= fit else max(1, int(rows * fit / nbytes))
+
     def before_flush(self, buffered: int) -> None:
         self._before = (resident_bytes(), peak_resident_bytes(), buffered)
 
