@@ -13,7 +13,7 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.transforms import BucketTransform, DayTransform
 
 from schemahub_core.engine.data_file_writer import DataFileWriter, one_partition
-from schemahub_core.engine.sink import _only_partition, append_files
+from schemahub_core.engine.sink import _only_partition
 from schemahub_core.engine.tables import iceberg_schema
 
 DAY = datetime(2024, 2, 8, tzinfo=UTC)
@@ -49,8 +49,9 @@ def test_batches_across_days_land_once_each_in_their_partitions_files(tmp_path):
         writer.write(batch)
     files = writer.close()
     assert len(files) == 4  # three days; day 8 twice, its second rows past the (tiny) target size
-    with table.transaction() as tx:
-        append_files(files)(tx, {})
+    with table.transaction() as tx, tx.update_snapshot().fast_append() as append:
+        for data_file in files:
+            append.append_data_file(data_file)
     landed = table.scan().to_arrow().sort_by("id")
     assert landed.equals(pa.concat_tables(batches).sort_by("id"))  # every row once, as written
     for data_file in files:  # each file holds exactly its partition's day
