@@ -124,13 +124,14 @@ class FileBackfill:
         # the next file's first blocks are parsed while this one's last are written, not while its first are
         self.after, self.parsed = after, threading.Event()
         self._table: Table | None = None
+        self._committer: ThreadPoolExecutor | None = None
         self.keys = (cursor_key(stream.name, file.symbol), rows_key(stream.name, file.symbol),
                      last_ts_key(stream.name, file.symbol))
         self.schema = raw_schema(stream)
 
     def run(self) -> FileStats:
         """Fetch then land (``fetch`` may have run already, in the background, while the previous file landed)."""
-        return self.land(self.fetch())
+        return self.land(self.fetch()).result()
 
     def fetch(self) -> Path | None:
         """Checksum, skip check, download and verification; the verified file's path (None: skip or failed)."""
@@ -163,23 +164,49 @@ class FileBackfill:
             self._failed(exc)
             return None
 
-    def land(self, path: Path | None) -> FileStats:
-        """Land the verified file at ``path`` (if any) and report the file's final stats."""
+    def land(self, path: Path | None, committer: ThreadPoolExecutor | None = None) -> Future[FileStats]:
+        """Land the verified file at ``path`` (if any); its final stats, once its last commit is done.
+
+        With a ``committer`` (one thread), every commit runs there, in the order made, and the file's last one
+        is not waited for: the next file's blocks are written while it commits (a commit is Python and catalog
+        work, most of it holding the GIL; writing Parquet is not)."""
+        self._committer = committer
+        last: Future[FileStats] | None = None
         try:
             if path is not None:
-                self._land(path, self.stats.sha256 or sha256_of(path))
+                last = self._land(path, self.stats.sha256 or sha256_of(path))
         except Exception as exc:
             self._failed(exc)
         finally:
             if self._ahead is not None:  # not used (the file turned out landed) or left by an error
                 self._ahead[1].close()
                 self._ahead = None
-            if path is not None:
+            if path is not None and last is None:
                 path.unlink(missing_ok=True)
             self.parsed.set()
+        if last is not None:
+            return last
+        done: Future[FileStats] = Future()
+        done.set_result(self._report())
+        return done
+
+    def _report(self) -> FileStats:
         self.stats.seconds = round(time.monotonic() - getattr(self, "_started", time.monotonic()), 3)
         self.on_progress(self.stats)
         return self.stats
+
+    def _last_commit(self, path: Path, sha: str, commit: tuple) -> FileStats:
+        """The file's last commit, on the committer; if the file's progress moved meanwhile, land the rest from
+        the recorded progress right here (in order, before any later file commits)."""
+        try:
+            if not self._commit(*commit):
+                self._committer = None
+                self._land(path, sha)
+        except Exception as exc:
+            self._failed(exc)
+        finally:
+            path.unlink(missing_ok=True)
+        return self._report()
 
     def _failed(self, exc: Exception) -> None:
         """One line per failed file; the other files go on."""
@@ -193,20 +220,22 @@ class FileBackfill:
         self.stats.bytes, self.stats.total_bytes = done, total
         self.on_progress(self.stats)
 
-    def _land(self, path: Path, sha: str) -> None:
-        """Stream the verified file into the table; restart from the committed progress if a writer interferes."""
+    def _land(self, path: Path, sha: str) -> Future[FileStats] | None:
+        """Stream the verified file into the table; restart from the committed progress if a writer interferes.
+        The file's last commit, if the committer runs it."""
         while True:
             table, self._table = self._table or self._load(), None  # a retry (progress moved) looks afresh
             recorded = _Done.parse(progress_of(table).get(self.key))
             if recorded is not None and recorded.sha256 == sha and recorded.done:
                 self.stats.status = "skipped" if not self.stats.commits else self.stats.status
-                return
+                return None
             replaced = recorded is not None and (recorded.sha256 != sha or recorded.replaced)
             skip = recorded.rows if recorded is not None and recorded.sha256 == sha else 0
             self.stats.status = "replaced" if replaced else "landing"
-            if self._stream(table, self._chunks(path, skip), sha, skip, replaced):
+            streamed = self._stream(table, self._chunks(path, skip), sha, skip, replaced, path)
+            if streamed is not False:
                 self.stats.status = "replaced" if replaced else "landed"
-                return
+                return streamed if isinstance(streamed, Future) else None
 
     def _load(self) -> Table:
         return retry_transient(lambda: self.sink.catalog.load_table((self.sink.namespace, self.table)))
@@ -292,9 +321,10 @@ class FileBackfill:
         seen = seen.cast(pa.schema([chunk.schema.field(k) for k in key]))
         return chunk.join(seen, key, join_type="left anti").select(chunk.schema.names).cast(chunk.schema)
 
-    def _stream(self, table: Table, batches: ReadAhead, sha: str, skip: int, replaced: bool) -> bool:
+    def _stream(self, table: Table, batches: ReadAhead, sha: str, skip: int, replaced: bool,
+                path: Path) -> bool | Future[FileStats]:
         """Commit the file's rows after ``skip``, ``rows_per_commit`` at a time; False if a concurrent writer
-        moved this file's progress.
+        moved this file's progress; the last commit's future if the committer runs it.
 
         Each block is written into the commit's data files as it comes, while the reader parses the next; a
         replaced file's chunk is gathered first, to keep only the rows the table does not hold yet."""
@@ -323,8 +353,13 @@ class FileBackfill:
                 except BaseException:
                     writer.abort()
                     raise
-                if not self._commit(files, landed, sha, landed_rows + read.count, batch is None, replaced,
-                                    read.count, read.span):
+                commit = (files, landed, sha, landed_rows + read.count, batch is None, replaced, read.count,
+                          read.span)
+                if batch is None and self._committer is not None:
+                    return self._committer.submit(self._last_commit, path, sha, commit)
+                ok = self._committer.submit(self._commit, *commit).result() if self._committer is not None \
+                    else self._commit(*commit)  # in order behind the previous file's last commit
+                if not ok:
                     return False
                 landed_rows += read.count
                 if batch is None:
@@ -535,7 +570,8 @@ def backfill(
                                                 chosen.event_time), TableDef(WATERMARKS, WATERMARKS_SCHEMA, None)])
     sink = IcebergSink(catalog, namespace)
     report = on_progress or (lambda stats: None)
-    with tempfile.TemporaryDirectory(prefix="schemahub-archive-") as tmp, ThreadPoolExecutor(1) as downloads:
+    with tempfile.TemporaryDirectory(prefix="schemahub-archive-") as tmp, ThreadPoolExecutor(1) as downloads, \
+            ThreadPoolExecutor(1, thread_name_prefix="schemahub-archive-commit") as committer:
         jobs: list[FileBackfill] = []
         for f in files:  # each file's reading waits for the one before's to end
             jobs.append(FileBackfill(sink, registry, connector, chosen, f, raw_payload=raw_payload,
@@ -546,5 +582,5 @@ def backfill(
         for i, job in enumerate(jobs):  # the next file downloads while this one lands
             path = ahead.result() if ahead is not None else None
             ahead = downloads.submit(jobs[i + 1].fetch) if i + 1 < len(jobs) else None
-            results.append(job.land(path))
-        return results
+            results.append(job.land(path, committer))
+        return [r.result() for r in results]
