@@ -163,3 +163,26 @@ def test_unify_of_a_backlog_stays_under_its_memory_bound_and_is_exact(tmp_path) 
     assert set(got.column("exchange").unique().to_pylist()) == {"SCRIPTED"}
     ids = np.sort(got.column("trade_id").to_numpy(zero_copy_only=False).astype(np.int64))
     assert np.array_equal(ids, np.arange(1_000, 1_000 + trades))  # every trade once: none lost, none doubled
+
+
+def test_a_raw_file_whose_every_row_lacks_a_required_column_is_quarantined_and_unify_goes_on(tmp_path) -> None:
+    """A whole record batch set aside leaves nothing to map: the run still commits its progress, once."""
+    import pyarrow as pa
+
+    from schemahub_core.engine.tables import QUARANTINE, raw_schema
+    from schemahub_core.testing.scripted import TRADES
+
+    settings = settings_for(tmp_path, {})
+    catalog, reg = open_catalog(settings), registry()
+    bad = {"symbol": ["BTCUSD", "ETHUSD"], "id": [7, 8], "price": [None, None], "qty": [0.5, 1.0],
+           "time": [START_MS * 1000] * 2, "is_buyer_maker": [True, False], "_source": ["scripted"] * 2,
+           "_source_ingest_ts": [START_MS * 1000] * 2, "_raw_payload": ['{"id":7}', '{"id":8}']}
+    ingest(catalog, NS, reg, "scripted", options={"trades": 3}, symbols=["BTC-USD"])
+    assert unify(catalog, NS, reg, "trades_unified", _mappings(reg)).unified == 3
+    IcebergSink(catalog, NS).publish("raw_scripted_trades", pa.table(bad).cast(raw_schema(TRADES)), {}, stage="ingest")
+    first = unify(catalog, NS, reg, "trades_unified", _mappings(reg))
+    assert (first.error, first.fetched, first.quarantined, first.unified, first.commits) == (None, 2, 2, 0, 1)
+    again = unify(catalog, NS, reg, "trades_unified", _mappings(reg))
+    assert (again.commits, again.quarantined) == (0, 0)  # progress was committed: the batch is not read again
+    quarantined = catalog.load_table((NS, QUARANTINE)).scan().to_arrow()
+    assert sorted(json.loads(p)["id"] for p in quarantined.column("payload").to_pylist()) == [7, 8]

@@ -213,8 +213,10 @@ class _Writer:
         return keys
 
     def add(self, mapped: pa.Table) -> None:
+        if mapped.num_rows == 0:  # every row of the batch was set aside (or none was mapped): nothing to buffer
+            return
         rows = self.gauge.rows_per_part(mapped.nbytes, mapped.num_rows) if self.staging else mapped.num_rows
-        for start in range(0, max(mapped.num_rows, 1), rows):
+        for start in range(0, mapped.num_rows, rows):
             part = mapped.slice(start, rows)
             self.buffer.append(part)
             self.buffered += part.nbytes
